@@ -1,0 +1,306 @@
+"""Decoding and encoding of sounding videos (PyAV), shared by curation, the sync classifier and training.
+
+One decode per video: frames are resampled onto a constant-frame-rate grid (sample-and-hold on the
+presentation timestamps, so variable-frame-rate input is handled), rotated upright, resized to a working
+resolution, and the audio is resampled to mono at a fixed rate and aligned so that sample 0 is the
+time of the first video frame.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class MediaError(Exception):
+    """A file that cannot be used as a sounding video; the message says why (recorded per input)."""
+
+
+@dataclass
+class DecodeConfig:
+    short_side: int = 256
+    """Working resolution: frames are resized so their short side is this many pixels (aspect kept)."""
+    max_fps: float = 30.0
+    """Frame-rate cap of the constant-frame-rate grid (the grid uses the source rate when lower)."""
+    audio_rate: int = 16000
+    min_side: int = 16
+    """Inputs with a source side smaller than this are rejected as unusable."""
+    max_duration: float = 1200.0
+    """Videos longer than this (seconds) are rejected instead of being decoded into memory."""
+    require_audio: bool = False
+    """If True a missing audio track raises MediaError; else the video decodes with `audio=None`."""
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray
+    """uint8 [T, H, W, 3] RGB on a constant frame-rate grid (frame k shows time k / fps)."""
+    fps: float
+    audio: np.ndarray | None
+    """float32 [N] mono at `audio_rate`, sample 0 at video time 0; None when there is no audio track."""
+    audio_rate: int
+    source: dict = field(default_factory=dict)
+    """What the source was: width, height, fps, rotation, vfr, audio_rate, audio_channels, codecs."""
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    def frame_index(self, t: float | np.ndarray) -> np.ndarray:
+        """Index of the grid frame shown at time t (clamped to the video)."""
+        idx = np.floor(np.asarray(t, dtype=np.float64) * self.fps + 1e-6).astype(np.int64)
+        return np.clip(idx, 0, self.num_frames - 1)
+
+    def audio_slice(self, start: float, end: float) -> np.ndarray:
+        """Audio samples in [start, end) seconds, zero-padded where the window leaves the track."""
+        n = int(round((end - start) * self.audio_rate))
+        out = np.zeros(n, dtype=np.float32)
+        if self.audio is None:
+            return out
+        a = int(round(start * self.audio_rate))
+        lo, hi = max(a, 0), min(a + n, self.audio.shape[0])
+        if hi > lo:
+            out[lo - a : hi - a] = self.audio[lo:hi]
+        return out
+
+    def clip(self, start: float, end: float) -> "DecodedVideo":
+        """The frames and audio of [start, end) as a new DecodedVideo (views, no copy of frames)."""
+        i0 = int(round(start * self.fps))
+        i1 = max(i0 + 1, int(round(end * self.fps)))
+        frames = self.frames[i0:i1]
+        audio = None if self.audio is None else self.audio_slice(i0 / self.fps, i1 / self.fps)
+        return DecodedVideo(frames, self.fps, audio, self.audio_rate, dict(self.source))
+
+
+def _target_size(w: int, h: int, short_side: int) -> tuple[int, int]:
+    if short_side <= 0:
+        return w - w % 2, h - h % 2
+    scale = short_side / min(w, h)
+    tw, th = int(round(w * scale)), int(round(h * scale))
+    return max(2, tw - tw % 2), max(2, th - th % 2)
+
+
+def _rotation(stream, frame) -> int:
+    rot = getattr(frame, "rotation", 0) or 0
+    return int(round(rot / 90.0)) % 4
+
+
+def _open(src):
+    try:
+        return av.open(str(src) if isinstance(src, Path) else src, metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(f"cannot open: {type(e).__name__}: {e}") from None
+
+
+def decode_video(src: str | Path | io.BytesIO, cfg: DecodeConfig = DecodeConfig()) -> DecodedVideo:
+    """Decode a sounding video once: CFR frames at the working size and mono audio at `cfg.audio_rate`."""
+    if isinstance(src, (str, Path)):
+        p = Path(src)
+        if not p.is_file():
+            raise MediaError("not a file")
+        if p.stat().st_size == 0:
+            raise MediaError("empty file (0 bytes)")
+    container = _open(src)
+    try:
+        return _decode(container, cfg)
+    except av.error.FFmpegError as e:
+        raise MediaError(f"decode error: {type(e).__name__}: {e}") from None
+    finally:
+        container.close()
+
+
+def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
+    vstreams = container.streams.video
+    astreams = container.streams.audio
+    if not vstreams:
+        raise MediaError("no video stream" + (" (audio-only file)" if astreams else ""))
+    vs = vstreams[0]
+    vs.thread_type = "AUTO"
+    cc = vs.codec_context
+    src_w, src_h = cc.width, cc.height
+    if not src_w or not src_h:
+        raise MediaError("video stream has no frame size")
+    if min(src_w, src_h) < cfg.min_side:
+        raise MediaError(f"resolution {src_w}x{src_h} below minimum side {cfg.min_side}")
+    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+    src_fps = float(rate) if rate else 0.0
+    if not (src_fps > 0 and math.isfinite(src_fps)):
+        src_fps = 25.0
+    fps = min(src_fps, cfg.max_fps)
+    declared = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else None
+    if container.duration:
+        declared = declared or container.duration / av.time_base
+    if declared and declared > cfg.max_duration:
+        raise MediaError(f"duration {declared:.1f}s exceeds max_duration {cfg.max_duration}s")
+    a_stream = astreams[0] if astreams else None
+    if a_stream is None and cfg.require_audio:
+        raise MediaError("no audio track")
+
+    streams = [vs] + ([a_stream] if a_stream is not None else [])
+    frames: list[np.ndarray] = []
+    pending = None  # (time, frame) of the last decoded video frame not yet written to all its slots
+    t0v = None
+    deltas: list[float] = []
+    rotation = 0
+    size = None
+    audio_chunks: list[np.ndarray] = []
+    t0a = None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.audio_rate) if a_stream else None
+    max_frames = int(cfg.max_duration * fps) + 1
+
+    def emit_until(t_next: float):
+        # write `pending` into every grid slot k with k/fps < t_next
+        nonlocal size, rotation
+        t, fr = pending
+        k_end = math.ceil((t_next - t0v) * fps - 1e-6)
+        if k_end <= len(frames):
+            return
+        if size is None:
+            rotation = _rotation(vs, fr)
+            w, h = (src_h, src_w) if rotation % 2 else (src_w, src_h)
+            size = _target_size(w, h, cfg.short_side)
+        tw, th = size
+        if rotation % 2:
+            tw, th = th, tw
+        img = fr.to_ndarray(format="rgb24", width=tw, height=th)
+        if rotation:
+            img = np.ascontiguousarray(np.rot90(img, k=rotation))
+        while len(frames) < min(k_end, max_frames):
+            frames.append(img)
+
+    try:
+        for packet in container.demux(streams):
+            for fr in packet.decode():
+                if packet.stream.type == "video":
+                    t = fr.time
+                    if t is None:
+                        t = (pending[0] + 1.0 / src_fps) if pending else 0.0
+                    if t0v is None:
+                        t0v = t
+                    if pending is not None:
+                        if t <= pending[0]:
+                            continue  # non-increasing timestamp: keep the earlier frame
+                        deltas.append(t - pending[0])
+                        emit_until(t)
+                    pending = (t, fr)
+                else:
+                    if t0a is None and fr.time is not None:
+                        t0a = fr.time
+                    for out in resampler.resample(fr):
+                        audio_chunks.append(out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as e:
+        if pending is None:
+            raise MediaError(f"decode error before first frame: {e}") from None
+        # truncated / corrupt tail: keep what decoded; recorded in source["decode_error"]
+        decode_error = f"{type(e).__name__}: {e}"
+    else:
+        decode_error = None
+    if pending is None:
+        raise MediaError("no decodable video frames")
+    last_dt = float(np.median(deltas)) if deltas else 1.0 / src_fps
+    emit_until(pending[0] + last_dt)
+    if resampler is not None:
+        for out in resampler.resample(None):
+            audio_chunks.append(out.to_ndarray().reshape(-1))
+
+    video = np.stack(frames)
+    audio = None
+    if a_stream is not None:
+        audio = np.concatenate(audio_chunks).astype(np.float32) if audio_chunks else np.zeros(0, np.float32)
+        # align: audio sample 0 <-> first video frame
+        shift = int(round(((t0a if t0a is not None else t0v) - t0v) * cfg.audio_rate))
+        if shift > 0:
+            audio = np.concatenate([np.zeros(shift, np.float32), audio])
+        elif shift < 0:
+            audio = audio[-shift:]
+        n = int(round(video.shape[0] / fps * cfg.audio_rate))
+        audio = audio[:n] if audio.shape[0] >= n else np.pad(audio, (0, n - audio.shape[0]))
+    vfr = bool(deltas) and (max(deltas) - min(deltas)) > 0.5 / src_fps
+    src = {
+        "width": src_w,
+        "height": src_h,
+        "fps": round(src_fps, 4),
+        "rotation": rotation * 90,
+        "vfr": vfr,
+        "video_codec": cc.name,
+        "audio_rate": int(a_stream.codec_context.sample_rate) if a_stream else None,
+        "audio_channels": int(a_stream.codec_context.channels) if a_stream else None,
+        "audio_codec": a_stream.codec_context.name if a_stream else None,
+        "decode_error": decode_error,
+    }
+    return DecodedVideo(video, fps, audio, cfg.audio_rate, src)
+
+
+# --------------------------------------------------------------------------------------------- encode
+
+
+def encode_mp4(
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    audio_rate: int = 16000,
+    crf: int = 18,
+    preset: str = "veryfast",
+) -> bytes:
+    """Encode uint8 [T, H, W, 3] RGB frames (and optional mono float audio) to an h264/aac mp4 in memory.
+
+    Odd sizes are cropped to even. Single-threaded x264 so the bytes are reproducible.
+    """
+    frames = np.asarray(frames)
+    t, h, w, _ = frames.shape
+    h2, w2 = h - h % 2, w - w % 2
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        from fractions import Fraction
+
+        rate = Fraction(fps).limit_denominator(1001)
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w2, h2, "yuv420p"
+        vs.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        as_ = None
+        if audio is not None:
+            as_ = out.add_stream("aac", rate=audio_rate)
+            as_.layout = "mono"
+        for i in range(t):
+            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, :h2, :w2]), format="rgb24")
+            fr.pts = i
+            for p in vs.encode(fr):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        if as_ is not None:
+            a = np.ascontiguousarray(np.asarray(audio, dtype=np.float32).reshape(1, -1))
+            af = av.AudioFrame.from_ndarray(a, format="flt", layout="mono")
+            af.sample_rate = audio_rate
+            af.pts = 0
+            for p in as_.encode(af):
+                out.mux(p)
+            for p in as_.encode():
+                out.mux(p)
+    return buf.getvalue()
+
+
+def encode_flac(audio: np.ndarray, rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, dtype=np.float32).clip(-1, 1), rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    return audio, rate
