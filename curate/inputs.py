@@ -1,0 +1,116 @@
+"""Input discovery: video files under a folder, labels from a VGGSound CSV or the parent folder name,
+the class allow-list ('preliminary curation') with lenient matching, and deterministic video ids."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from curate.records import VideoInput
+from curate.shards import make_key
+
+VGGSOUND_NAME = re.compile(r"^(?P<yid>.{11})_(?P<start>\d{1,6})$")
+
+
+@dataclass
+class InputDecision:
+    inp: VideoInput
+    reason: str | None = None
+    """Why the input is dropped before decoding (None = to be processed)."""
+
+
+def normalise_label(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+
+
+class ClassAllowList:
+    """Lenient class matching: case/punctuation-insensitive, and near-identical spellings
+    (the supplement's "eletric blender running") match by string similarity >= `min_ratio`."""
+
+    def __init__(self, classes: list[str], min_ratio: float = 0.9):
+        self.classes = [c for c in (x.strip() for x in classes) if c and not c.startswith("#")]
+        self._norm = {normalise_label(c): c for c in self.classes}
+        self.min_ratio = min_ratio
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ClassAllowList":
+        return cls(Path(path).read_text().splitlines())
+
+    def match(self, label: str | None) -> str | None:
+        """The allow-list class this label corresponds to, or None."""
+        if not label:
+            return None
+        n = normalise_label(label)
+        if n in self._norm:
+            return self._norm[n]
+        best = difflib.get_close_matches(n, list(self._norm), n=1, cutoff=self.min_ratio)
+        return self._norm[best[0]] if best else None
+
+
+def read_vggsound_csv(path: str | Path) -> dict[str, tuple[str, str | None]]:
+    """{'<youtube_id>_<start:06d>': (label, split)} from a VGGSound CSV (header optional)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    with open(path, newline="") as f:
+        for row in csv.reader(f):
+            if not row or row[0].strip().lower() in ("youtube_id", "# youtube_id", "ytid"):
+                continue
+            if len(row) < 3:
+                continue
+            yid, start, label = row[0].strip(), row[1].strip(), row[2].strip()
+            split = row[3].strip() if len(row) > 3 and row[3].strip() else None
+            try:
+                key = f"{yid}_{int(float(start)):06d}"
+            except ValueError:
+                continue
+            out[key] = (label, split)
+    return out
+
+
+def discover(
+    src: str | Path,
+    extensions: list[str],
+    csv_path: str | Path | None = None,
+    allow: ClassAllowList | None = None,
+) -> list[InputDecision]:
+    """Every file under `src` with a video extension, in a stable order, each with its decision."""
+    root = Path(src)
+    if not root.exists():
+        raise FileNotFoundError(f"--src {src} does not exist")
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    meta = read_vggsound_csv(csv_path) if csv_path else {}
+    out: list[InputDecision] = []
+    used: set[str] = set()
+    for p in files:
+        stem = p.stem
+        vid = make_key(stem)
+        if vid in used:  # same file name in two folders: disambiguate deterministically by path
+            vid = f"{vid}-{hashlib.sha1(str(p.relative_to(root) if root.is_dir() else p).encode()).hexdigest()[:8]}"
+        used.add(vid)
+        label, split = None, None
+        if meta:
+            m = meta.get(stem)
+            if m is None:
+                mm = VGGSOUND_NAME.match(stem)
+                if mm:
+                    m = meta.get(f"{mm['yid']}_{int(mm['start']):06d}")
+            if m:
+                label, split = m
+        if label is None and not meta and p.parent != root:
+            label = p.parent.name.replace("_", " ")
+        inp = VideoInput(str(p), vid, label, split)
+        reason = None
+        if meta and label is None:
+            reason = "not in CSV"
+        elif allow is not None:
+            cls = allow.match(label)
+            if cls is None:
+                reason = "label not in class allow-list"
+            else:
+                inp.label = cls
+        out.append(InputDecision(inp, reason))
+    return out

@@ -1,0 +1,284 @@
+"""The per-video work: decode once -> scenes -> windows -> stages -> decisions -> staged segment media.
+
+Each video's results are written to the work folder atomically, with its status file last (the completion
+marker), so an interrupted run resumes by skipping videos whose status file exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from curate.config import CurateConfig
+from curate.media import DecodedVideo, MediaError, decode_video
+from curate.records import Segment, VideoInput, Window
+from curate.scenes import detect_scenes
+from curate.stage import Stage, StageTimer
+from curate.windows import make_windows, merge_windows
+
+
+@dataclass
+class VideoItem:
+    """A video between stages: its decoded media (None when not processable) and its windows."""
+
+    inp: VideoInput
+    video: DecodedVideo | None = None
+    windows: list[Window] = field(default_factory=list)
+    status: str = "ok"
+    """ok | dropped | failed"""
+    reason: str | None = None
+    error: str | None = None
+    timers: dict[str, StageTimer] = field(default_factory=dict)
+    num_scenes: int = 0
+    source: dict | None = None
+    duration: float | None = None
+
+    def release_media(self) -> None:
+        """Drop the frames (kept: source facts and duration) once nothing downstream needs them."""
+        if self.video is not None:
+            self.source, self.duration = self.video.source, self.video.duration
+            self.video = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ok" and self.video is not None and bool(self.windows)
+
+
+# ------------------------------------------------------------------------------------------ work dir
+
+
+class WorkDir:
+    """Layout of per-video results under `<out>/work/`."""
+
+    def __init__(self, out: str | Path):
+        self.root = Path(out) / "work"
+        self.videos = self.root / "videos"
+
+    def _base(self, video_id: str) -> Path:
+        h = hashlib.sha1(video_id.encode()).hexdigest()[:2]
+        return self.videos / h / video_id
+
+    def status_path(self, video_id: str) -> Path:
+        return self._base(video_id).with_suffix(".status.json")
+
+    def windows_path(self, video_id: str) -> Path:
+        return self._base(video_id).with_suffix(".windows.json")
+
+    def staged_path(self, video_id: str) -> Path:
+        return self._base(video_id).with_suffix(".segments.tar")
+
+    def is_done(self, video_id: str) -> bool:
+        return self.status_path(video_id).is_file()
+
+    def iter_status_files(self):
+        return sorted(self.videos.glob("*/*.status.json"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- the stages
+
+
+def decode_and_window(inp: VideoInput, cfg: CurateConfig) -> VideoItem:
+    """Decode the video once, cut scenes, make windows. Errors become a failed/dropped item."""
+    item = VideoItem(inp)
+    t0 = time.perf_counter()
+    try:
+        video = decode_video(inp.path, cfg.decode)
+    except MediaError as e:
+        item.status, item.error = "failed", str(e)
+        return item
+    except Exception as e:  # an unexpected decoder crash is still a per-file failure
+        item.status, item.error = "failed", f"{type(e).__name__}: {e}"
+        return item
+    item.timers["decode"] = StageTimer(time.perf_counter() - t0, 0, 1)
+    item.video = video
+    item.source, item.duration = video.source, video.duration
+    if video.audio is None:
+        item.status, item.reason = "dropped", "no audio track"
+        item.release_media()
+        return item
+    if video.duration + 1e-6 < cfg.windows.length:
+        item.status, item.reason = "dropped", f"shorter than one window ({video.duration:.2f} s < {cfg.windows.length} s)"
+        item.release_media()
+        return item
+    t0 = time.perf_counter()
+    scenes = detect_scenes(video, cfg.scenes)
+    item.timers["scenes"] = StageTimer(time.perf_counter() - t0, 0, 1)
+    item.num_scenes = len(scenes)
+    item.windows = make_windows(inp, scenes, cfg.windows)
+    if not item.windows:
+        item.status, item.reason = "dropped", f"no scene of at least {cfg.windows.length} s ({len(scenes)} scenes)"
+        item.release_media()
+    return item
+
+
+def windows_to_score(item: VideoItem, cascade: bool) -> list[Window]:
+    if not item.active:
+        return []
+    return [w for w in item.windows if w.drop_reason is None] if cascade else list(item.windows)
+
+
+def run_stage_on_items(stage: Stage, items: Sequence[VideoItem], cascade: bool) -> None:
+    """Run one stage over several videos (batched across them), then update decisions if cascading."""
+    work = [(it, windows_to_score(it, cascade)) for it in items]
+    work = [(it, ws) for it, ws in work if ws]
+    timer = StageTimer()
+    if work:
+        try:
+            stage.run([(it.video, ws) for it, ws in work], timer)
+        except Exception as e:
+            # one bad batch must not kill the run: fall back to video by video, failing only the culprit
+            if len(work) == 1:
+                it = work[0][0]
+                it.status, it.error = "failed", f"stage {stage.name}: {type(e).__name__}: {e}"
+                it.release_media()
+                return
+            for it, ws in work:
+                run_stage_on_items(stage, [it], cascade)
+            return
+    for it, _ in work:
+        share = StageTimer(timer.seconds * len(_) / max(timer.windows, 1), len(_), 1)
+        t = it.timers.setdefault(stage.name, StageTimer())
+        t.seconds += share.seconds
+        t.windows += share.windows
+        t.videos += 1
+        if cascade:
+            apply_decisions(it.windows, [stage], first_only=True)
+
+
+def apply_decisions(windows: Sequence[Window], stages: Sequence[Stage], first_only: bool = False) -> None:
+    """Set each window's drop reasons from its stored scores, stages in pipeline order.
+
+    With `first_only` (cascade), only windows still kept are updated and the reasons are appended.
+    """
+    for w in windows:
+        if first_only and w.drop_reason is not None:
+            continue
+        if not first_only:
+            w.drop_reason, w.drop_reasons = None, []
+        for st in stages:
+            if not all(c in w.scores for c in st.columns):
+                continue  # not scored by this stage (stage not run, or skipped in cascade)
+            reason = st.decide(w.scores)
+            if reason is not None:
+                w.drop_reasons.append(reason)
+                if w.drop_reason is None:
+                    w.drop_reason = reason
+
+
+def split_of(inp: VideoInput, test_fraction: float) -> str:
+    from curate.records import stable_fraction
+
+    if inp.split:
+        s = inp.split.strip().lower()
+        return {"val": "test", "valid": "test", "validation": "test", "eval": "test"}.get(s, s)
+    return "test" if stable_fraction(inp.video_id) < test_fraction else "train"
+
+
+def segment_meta(seg: Segment, video: DecodedVideo | None, random_cols: Sequence[str] = ()) -> dict:
+    meta = {
+        "segment_id": seg.segment_id,
+        "video_id": seg.video_id,
+        "source": seg.path,
+        "scene": seg.scene,
+        "start": round(seg.start, 6),
+        "end": round(seg.end, 6),
+        "duration": round(seg.end - seg.start, 6),
+        "label": seg.label,
+        "split": seg.split,
+        "scores": seg.mean_scores(),
+        "windows": [[w.start, w.end] for w in seg.windows],
+        "random_weights": sorted(random_cols),
+    }
+    if video is not None:
+        meta["source_info"] = video.source
+    return meta
+
+
+def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig, random_cols=()) -> list[tuple[str, bytes]]:
+    from curate.media import encode_flac, encode_mp4
+
+    part = video.clip(seg.start, seg.end)
+    meta = segment_meta(seg, video, random_cols)
+    meta.update(fps=part.fps, num_frames=part.num_frames, audio_rate=part.audio_rate)
+    key = seg.segment_id
+    return [
+        (f"{key}.flac", encode_flac(part.audio, part.audio_rate)),
+        (f"{key}.json", json.dumps(meta, sort_keys=True).encode()),
+        (f"{key}.mp4", encode_mp4(part.frames, part.fps, part.audio, part.audio_rate, crf=cfg.shards.crf, preset=cfg.shards.preset)),
+    ]
+
+
+def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], work: WorkDir) -> dict:
+    """Decide, merge, stage segment media, and write this video's results (status file last)."""
+    from curate.shards import write_tar_atomic
+
+    inp = item.inp
+    random_cols = [c for st in stages if st.random_weights for c in st.columns]
+    n_staged = 0
+    if item.status == "ok":
+        try:
+            apply_decisions(item.windows, stages)
+            split = split_of(inp, cfg.shards.test_fraction)
+            segs = merge_windows(item.windows, split)
+            members: list[tuple[str, bytes]] = []
+            t0 = time.perf_counter()
+            for seg in segs:
+                members.extend(encode_segment_members(seg, item.video, cfg, random_cols))
+            item.timers["encode"] = StageTimer(time.perf_counter() - t0, 0, 1)
+            write_tar_atomic(work.staged_path(inp.video_id), members)
+            n_staged = len(segs)
+        except Exception as e:
+            item.status, item.error = "failed", f"finishing: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+    rows = [
+        {
+            "video_id": w.video_id,
+            "path": w.path,
+            "scene": w.scene,
+            "start": w.start,
+            "end": w.end,
+            "label": w.label,
+            "scores": w.scores,
+        }
+        for w in (item.windows if item.status == "ok" else [])
+    ]
+    write_atomic(work.windows_path(inp.video_id), json.dumps(rows).encode())
+    item.release_media()
+    status = {
+        "video_id": inp.video_id,
+        "path": inp.path,
+        "label": inp.label,
+        "split": split_of(inp, cfg.shards.test_fraction),
+        "status": item.status,
+        "reason": item.reason,
+        "error": item.error,
+        "duration": None if item.duration is None else round(item.duration, 4),
+        "num_scenes": item.num_scenes,
+        "num_windows": len(rows),
+        "num_staged_segments": n_staged,
+        "random_weights": random_cols,
+        "source": item.source,
+        "timers": {k: [t.seconds, t.windows] for k, t in item.timers.items()},
+    }
+    write_atomic(work.status_path(inp.video_id), json.dumps(status).encode())
+    return {"video_id": inp.video_id, "status": item.status, "windows": len(rows),
+            "kept": sum(1 for w in item.windows if w.kept) if item.status == "ok" else 0}
+
+
+def record_input_only(inp: VideoInput, reason: str, cfg: CurateConfig, work: WorkDir) -> None:
+    """An input dropped before decoding (e.g. class allow-list) still gets its status file."""
+    item = VideoItem(inp, status="dropped", reason=reason)
+    finish_video(item, cfg, [], work)
