@@ -1,0 +1,95 @@
+"""Synchronization probability P_Sync with the sync classifier (AVSync15 supplement, Sec. 2.1 / 5.2).
+
+Drops clips without clear synchronization cues (e.g. ambient sound), where shifted audio-video pairs
+score about as high as the true pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from curate.media import DecodedVideo
+from curate.models import ModelStage
+from curate.records import Window
+from curate.stage import in_range, register_stage
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CHECKPOINT = "sync_classifier/checkpoints/small"
+
+
+def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | None]:
+    """(checkpoint dir, None) or (None, why not). A relative path is tried from the cwd, then the repo."""
+    if not checkpoint:
+        return None, "no checkpoint configured (psync.checkpoint is empty)"
+    p = Path(checkpoint).expanduser()
+    candidates = [p] if p.is_absolute() else [p, REPO_ROOT / p]
+    for c in candidates:
+        if (c / "config.json").is_file() and any((c / n).is_file() for n in ("model.safetensors", "model.pt")):
+            return c, None
+    return None, f"no sync classifier checkpoint (config.json + model.safetensors) at {checkpoint!r}"
+
+
+@register_stage
+@dataclass
+class PSync(ModelStage):
+    """From the middle of the clip, 2 s of audio and the matching 12 frames (6 fps). a2v: softmax over the
+    av-sync scores phi of the true pair and the pairs with the audio shifted by -/+0.25 s, taken at the true
+    pair; v2a: the same with the video shifted. Keep only if both >= 0.341 (1/3 = chance)."""
+
+    name = "psync"
+    columns = ("psync_a2v", "psync_v2a")
+    requires = (("torch", "pip install torch"), ("sync_classifier.score", "the sync_classifier package of this repo"))
+
+    checkpoint: str = SHIPPED_CHECKPOINT
+    """Sync classifier directory (config.json + model.safetensors, `SyncClassifier.save_pretrained`)."""
+    shift: float = 0.25
+    min: float = 0.341
+    device: str = "auto"
+    dtype: str = "float32"
+    batch_size: int = 32
+    """Requests (clips) per forward pass; each request scores 3 + 3 shifted pairs."""
+    random_preset: str = "small"
+    """Model size built with random init when no checkpoint is used (--allow-random-weights)."""
+    allow_random_weights: bool = False
+
+    def _weights_problem(self):
+        _, problem = resolve_sync_checkpoint(self.checkpoint)
+        return problem
+
+    def _provide_hint(self):
+        return (
+            "a trained sync classifier directory at psync.checkpoint=/path/to/dir (written by "
+            f"`python -m sync_classifier.train`; this repo ships one at {SHIPPED_CHECKPOINT})"
+        )
+
+    def _load(self, random):
+        from sync_classifier.score import SyncScorer
+
+        if random:
+            from sync_classifier.config import PRESETS
+            from sync_classifier.model import SyncClassifier
+
+            model = SyncClassifier(PRESETS[self.random_preset]().model)
+            self._scorer = SyncScorer.from_model(model, device=self._device, dtype=self._dtype)
+        else:
+            path, _ = resolve_sync_checkpoint(self.checkpoint)
+            self._scorer = SyncScorer.from_pretrained(path, device=self._device, dtype=self._dtype)
+
+    def score_batch(self, items: Sequence[tuple[DecodedVideo, Sequence[Window]]]) -> list[dict[str, np.ndarray]]:
+        requests = [(video, 0.5 * (w.start + w.end)) for video, ws in items for w in ws]
+        p = np.asarray(self._scorer.psync(requests, shift=self.shift, batch_size=self.batch_size), dtype=np.float64)
+        p = p.reshape(len(requests), 2)
+        out, i = [], 0
+        for _, ws in items:
+            out.append({"psync_a2v": p[i : i + len(ws), 0], "psync_v2a": p[i : i + len(ws), 1]})
+            i += len(ws)
+        return out
+
+    def decide(self, scores):
+        return in_range(scores.get("psync_a2v"), self.min, None, "psync_a2v") or in_range(
+            scores.get("psync_v2a"), self.min, None, "psync_v2a"
+        )
