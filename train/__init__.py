@@ -1,0 +1,1 @@
+"""Training and sampling of the image-to-sounding-video models (JointDiT)."""

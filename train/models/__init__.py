@@ -1,0 +1,1 @@
+"""Networks: one self-contained file per model."""
