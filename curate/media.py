@@ -265,13 +265,19 @@ def encode_mp4(
         rate = Fraction(fps).limit_denominator(1001)
         vs = out.add_stream("libx264", rate=rate)
         vs.width, vs.height, vs.pix_fmt = w2, h2, "yuv420p"
-        vs.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        vs.options = {"crf": str(crf), "preset": preset, "x264-params": "threads=1:lookahead-threads=1"}
+        vs.codec_context.thread_count = 1
+        vs.codec_context.thread_type = "NONE"
         as_ = None
         if audio is not None:
             as_ = out.add_stream("aac", rate=audio_rate)
             as_.layout = "mono"
+        import cv2
+
         for i in range(t):
-            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i, :h2, :w2]), format="rgb24")
+            # RGB -> I420 with OpenCV (deterministic; PyAV's cached swscale context is not across calls)
+            yuv = cv2.cvtColor(np.ascontiguousarray(frames[i, :h2, :w2]), cv2.COLOR_RGB2YUV_I420)
+            fr = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             fr.pts = i
             for p in vs.encode(fr):
                 out.mux(p)

@@ -1,0 +1,371 @@
+"""From per-video results to the run's outputs: decisions, segments, class balance, shards, manifests, stats.
+
+Everything here is a deterministic function of the per-video results and the thresholds, which is what
+makes a resumed run equal an uninterrupted one and `pipelines.refilter` equal a full run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.config import CurateConfig
+from curate.records import Segment, VideoInput, Window, stable_fraction
+from curate.shards import SHARD_PATTERN, read_tar_members, write_tar_atomic
+from curate.stage import Stage, all_columns
+from curate.video_task import WorkDir, apply_decisions, encode_segment_members
+from curate.windows import merge_windows
+
+BALANCE_REASON = "class_below_min_segments"
+
+
+@dataclass
+class RunResult:
+    out: Path
+    stats: dict
+    shards: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return format_summary(self.stats)
+
+
+def load_video_results(work: WorkDir) -> tuple[list[dict], dict[str, list[Window]]]:
+    statuses: list[dict] = []
+    windows: dict[str, list[Window]] = {}
+    for sp in work.iter_status_files():
+        st = json.loads(sp.read_text())
+        statuses.append(st)
+        wp = work.windows_path(st["video_id"])
+        rows = json.loads(wp.read_text()) if wp.is_file() else []
+        windows[st["video_id"]] = [
+            Window(r["video_id"], r["path"], r["scene"], r["start"], r["end"], r["label"], dict(r["scores"])) for r in rows
+        ]
+    statuses.sort(key=lambda s: s["video_id"])
+    return statuses, windows
+
+
+def _score_table_columns() -> list[str]:
+    return all_columns()
+
+
+def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.0, source_media_fallback: bool = True) -> RunResult:
+    """Build every output under `cfg.out` from the per-video results in `cfg.out/work`."""
+    out = Path(cfg.out)
+    work = WorkDir(out)
+    statuses, windows_by_video = load_video_results(work)
+    random_cols = sorted({c for st in stages if st.random_weights for c in st.columns}
+                         | {c for s in statuses for c in (s.get("random_weights") or [])})
+    stage_cols = {c for st in stages for c in st.columns}
+    random_cols = [c for c in random_cols if c in stage_cols]
+
+    # decisions from stored scores (the single source of truth), then merge per video
+    segments: list[Segment] = []
+    all_windows: list[tuple[dict, Window]] = []
+    for st in statuses:
+        ws = windows_by_video.get(st["video_id"], [])
+        for w in ws:  # scores of stages not in this run's chain are not considered
+            w.scores = {k: v for k, v in w.scores.items() if k in stage_cols}
+        apply_decisions(ws, stages)
+        all_windows.extend((st, w) for w in ws)
+        if st["status"] == "ok":
+            segments.extend(merge_windows(ws, st["split"]))
+
+    # class balance (AVSync-AC)
+    per_class_before = Counter(s.label for s in segments)
+    n_min = cfg.balance.min_segments_per_class
+    dropped_classes = sorted(str(c) for c, n in per_class_before.items() if n_min and n < n_min)
+    for s in segments:
+        if n_min and per_class_before[s.label] < n_min:
+            s.kept, s.drop_reason = False, BALANCE_REASON
+    kept_segments = [s for s in segments if s.kept]
+    per_class_after = Counter(s.label for s in kept_segments)
+
+    shards = write_shards(cfg, work, kept_segments, random_cols, source_media_fallback, stages)
+    _write_windows_table(out / "windows.parquet", all_windows, random_cols)
+    _write_segments_table(out / "segments.parquet", segments)
+    _write_inputs_table(out / "inputs.parquet", statuses, windows_by_video)
+    stats = build_stats(cfg, stages, statuses, all_windows, segments, per_class_before, per_class_after,
+                        dropped_classes, random_cols, run_seconds, shards)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+    return RunResult(out, stats, shards)
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], random_cols, fallback: bool, stages) -> list[Path]:
+    """Pack kept segments into `shards/{split}-{i:06d}.tar` in a deterministic, class-mixed order.
+
+    Media comes from the per-video staged tars (no decoding). A segment not staged there (thresholds
+    changed by `refilter`) is cut from its source video; `fallback=False` makes that an error.
+    """
+    shard_dir = Path(cfg.out) / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[Segment]] = defaultdict(list)
+    for s in segments:
+        by_split[s.split].append(s)
+    written: list[Path] = []
+    staged_cache: dict[str, dict[str, bytes]] = {}
+    recut_cache: dict[str, dict[str, bytes]] = {}
+
+    def members_for(seg: Segment) -> list[tuple[str, bytes]]:
+        vid = seg.video_id
+        if vid not in staged_cache:
+            sp = work.staged_path(vid)
+            staged_cache.clear()
+            staged_cache[vid] = dict(read_tar_members(sp)) if sp.is_file() else {}
+        staged = staged_cache[vid]
+        key = seg.segment_id
+        names = [f"{key}.flac", f"{key}.json", f"{key}.mp4"]
+        if all(n in staged for n in names):
+            return [(n, _restamp_json(n, staged[n], seg)) for n in names]
+        if not fallback:
+            raise RuntimeError(f"segment {key} is not staged and re-cutting from source is disabled")
+        if vid not in recut_cache:
+            recut_cache.clear()
+            recut_cache[vid] = _recut_video(cfg, seg, random_cols)
+        return [(n, _restamp_json(n, recut_cache[vid][n], seg)) for n in names]
+
+    per_shard = max(1, cfg.shards.samples_per_shard)
+    for split in sorted(by_split):
+        segs = sorted(by_split[split], key=lambda s: (s.video_id, s.start))
+        # group by video so each staged tar is read once per shard, shards mixed by a stable hash of the video
+        segs.sort(key=lambda s: (stable_fraction(s.video_id), s.video_id, s.start))
+        for i in range(0, len(segs), per_shard):
+            path = shard_dir / SHARD_PATTERN.format(split=split, index=i // per_shard)
+            members: list[tuple[str, bytes]] = []
+            for seg in segs[i : i + per_shard]:
+                members.extend(members_for(seg))
+            write_tar_atomic(path, members)
+            written.append(path)
+    # shards of an earlier finalize that no longer exist in this plan are removed (refilter may shrink)
+    keep = {p.name for p in written}
+    for old in shard_dir.glob("*.tar"):
+        if old.name not in keep:
+            old.unlink()
+    for tmp in shard_dir.glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    return written
+
+
+def _restamp_json(name: str, data: bytes, seg: Segment) -> bytes:
+    """The staged JSON holds the scores known at staging; the shard's JSON carries the final split/scores."""
+    if not name.endswith(".json"):
+        return data
+    meta = json.loads(data)
+    meta["split"] = seg.split
+    meta["scores"] = seg.mean_scores()
+    return json.dumps(meta, sort_keys=True).encode()
+
+
+def _recut_video(cfg: CurateConfig, seg: Segment, random_cols) -> dict[str, bytes]:
+    """Decode a source video again to cut segments that were not staged (refilter with looser thresholds)."""
+    from curate.media import decode_video
+
+    video = decode_video(seg.path, cfg.decode)
+    return dict(encode_segment_members(seg, video, cfg, random_cols))
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+
+def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], random_cols: list[str]) -> None:
+    cols = _score_table_columns()
+    data: dict[str, list] = {k: [] for k in ("video_id", "window_id", "path", "scene", "start", "end", "label",
+                                             "split", "kept", "drop_reason", "drop_reasons")}
+    for c in cols:
+        data[c] = []
+    data["random_weight_columns"] = []
+    rc = ",".join(random_cols)
+    for st, w in rows:
+        data["video_id"].append(w.video_id)
+        data["window_id"].append(w.window_id)
+        data["path"].append(w.path)
+        data["scene"].append(w.scene)
+        data["start"].append(w.start)
+        data["end"].append(w.end)
+        data["label"].append(w.label)
+        data["split"].append(st["split"])
+        data["kept"].append(w.kept)
+        data["drop_reason"].append(w.drop_reason)
+        data["drop_reasons"].append(",".join(w.drop_reasons) or None)
+        for c in cols:
+            data[c].append(w.scores.get(c))
+        data["random_weight_columns"].append(rc or None)
+    schema = pa.schema(
+        [("video_id", pa.string()), ("window_id", pa.string()), ("path", pa.string()), ("scene", pa.int32()),
+         ("start", pa.float64()), ("end", pa.float64()), ("label", pa.string()), ("split", pa.string()),
+         ("kept", pa.bool_()), ("drop_reason", pa.string()), ("drop_reasons", pa.string())]
+        + [(c, pa.float64()) for c in cols] + [("random_weight_columns", pa.string())]
+    )
+    _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def _write_segments_table(path: Path, segments: list[Segment]) -> None:
+    cols = _score_table_columns()
+    data: dict[str, list] = {k: [] for k in ("segment_id", "video_id", "path", "scene", "start", "end", "duration",
+                                             "label", "split", "num_windows", "kept", "drop_reason")}
+    for c in cols:
+        data[c] = []
+    for s in sorted(segments, key=lambda s: (s.video_id, s.start)):
+        data["segment_id"].append(s.segment_id)
+        data["video_id"].append(s.video_id)
+        data["path"].append(s.path)
+        data["scene"].append(s.scene)
+        data["start"].append(s.start)
+        data["end"].append(s.end)
+        data["duration"].append(round(s.end - s.start, 6))
+        data["label"].append(s.label)
+        data["split"].append(s.split)
+        data["num_windows"].append(len(s.windows))
+        data["kept"].append(s.kept)
+        data["drop_reason"].append(s.drop_reason)
+        ms = s.mean_scores()
+        for c in cols:
+            data[c].append(ms.get(c))
+    schema = pa.schema(
+        [("segment_id", pa.string()), ("video_id", pa.string()), ("path", pa.string()), ("scene", pa.int32()),
+         ("start", pa.float64()), ("end", pa.float64()), ("duration", pa.float64()), ("label", pa.string()),
+         ("split", pa.string()), ("num_windows", pa.int32()), ("kept", pa.bool_()), ("drop_reason", pa.string())]
+        + [(c, pa.float64()) for c in cols]
+    )
+    _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict[str, list[Window]]) -> None:
+    data: dict[str, list] = {k: [] for k in ("path", "video_id", "label", "split", "status", "reason", "error",
+                                             "duration", "num_scenes", "num_windows", "num_kept_windows", "width",
+                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels")}
+    for st in sorted(statuses, key=lambda s: s["path"]):
+        src = st.get("source") or {}
+        ws = windows_by_video.get(st["video_id"], [])
+        data["path"].append(st["path"])
+        data["video_id"].append(st["video_id"])
+        data["label"].append(st["label"])
+        data["split"].append(st["split"])
+        data["status"].append(st["status"])
+        reason = st["reason"]
+        if reason is None and src.get("decode_error"):
+            reason = f"partially decoded: {src['decode_error']}"
+        data["reason"].append(reason)
+        data["error"].append(st["error"])
+        data["duration"].append(st["duration"])
+        data["num_scenes"].append(st.get("num_scenes", 0))
+        data["num_windows"].append(len(ws))
+        data["num_kept_windows"].append(sum(1 for w in ws if w.kept))
+        for k in ("width", "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels"):
+            data[k].append(src.get(k))
+    schema = pa.schema(
+        [("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()), ("split", pa.string()),
+         ("status", pa.string()), ("reason", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
+         ("num_scenes", pa.int32()), ("num_windows", pa.int32()), ("num_kept_windows", pa.int32()),
+         ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("vfr", pa.bool_()),
+         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32())]
+    )
+    _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dropped_classes, random_cols,
+                run_seconds, shards) -> dict:
+    windows = [w for _, w in all_windows]
+    stage_stats = []
+    alive = list(windows)
+    timers: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for st in statuses:
+        for k, (sec, n) in (st.get("timers") or {}).items():
+            timers[k][0] += sec
+            timers[k][1] += n
+    from curate.stage import STAGE_REGISTRY
+
+    run_names = [s.name for s in stages]
+    for s in stages:
+        reasons = Counter()
+        nxt = []
+        for w in alive:
+            r = s.decide(w.scores) if all(c in w.scores for c in s.columns) else None
+            if r is None:
+                nxt.append(w)
+            else:
+                reasons[r] += 1
+        sec = timers[s.name][0]
+        stage_stats.append({
+            "name": s.name, "columns": list(s.columns), "params": s.params(), "run": True,
+            "input": len(alive), "kept": len(nxt), "dropped": dict(sorted(reasons.items())),
+            "windows_scored": sum(1 for w in windows if all(c in w.scores for c in s.columns)),
+            "seconds": round(sec, 3), "windows_per_s": round(timers[s.name][1] / sec, 2) if sec else None,
+            "random_weights": any(c in random_cols for c in s.columns),
+        })
+        alive = nxt
+    for name, cls in STAGE_REGISTRY.items():
+        if name not in run_names:
+            stage_stats.append({"name": name, "columns": list(cls.columns), "params": {}, "run": False,
+                                "input": None, "kept": None, "dropped": {}, "seconds": 0.0, "random_weights": False})
+    vids = Counter(s["status"] for s in statuses)
+    reasons = Counter(s["reason"] for s in statuses if s["status"] == "dropped")
+    errors = Counter((s["error"] or "").split(":")[0] for s in statuses if s["status"] == "failed")
+    src_seconds = sum(s["duration"] or 0.0 for s in statuses if s["status"] == "ok")
+    kept_segs = [s for s in segments if s.kept]
+    return {
+        "videos": {"total": len(statuses), "ok": vids.get("ok", 0), "dropped": vids.get("dropped", 0),
+                   "failed": vids.get("failed", 0), "dropped_by_reason": dict(reasons),
+                   "failed_by_error": dict(errors), "source_seconds": round(src_seconds, 2)},
+        "windows": {"total": len(windows), "kept": sum(1 for w in windows if w.kept)},
+        "segments": {"merged": len(segments), "kept": len(kept_segs),
+                     "kept_seconds": round(sum(s.end - s.start for s in kept_segs), 2),
+                     "by_split": dict(Counter(s.split for s in kept_segs))},
+        "classes": {"before": dict(sorted((str(k), v) for k, v in before.items())),
+                    "after": dict(sorted((str(k), v) for k, v in after.items())),
+                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class},
+        "stages": stage_stats,
+        "timers": {k: {"seconds": round(v[0], 3), "windows": v[1]} for k, v in sorted(timers.items())},
+        "random_weight_columns": random_cols,
+        "shards": [p.name for p in shards],
+        "run_seconds": round(run_seconds, 3),
+        "throughput": {"videos_per_s": round(len(statuses) / run_seconds, 3) if run_seconds else None,
+                       "source_seconds_per_s": round(src_seconds / run_seconds, 3) if run_seconds else None},
+        "cascade": cfg.cascade,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def format_summary(stats: dict) -> str:
+    v, w, s = stats["videos"], stats["windows"], stats["segments"]
+    lines = [
+        f"videos   {v['total']:>7}  ok {v['ok']}  dropped {v['dropped']}  failed {v['failed']}",
+        f"windows  {w['total']:>7}  kept {w['kept']} ({100.0 * w['kept'] / max(w['total'], 1):.1f} %)",
+        f"segments {s['merged']:>7}  kept {s['kept']} ({s['kept_seconds']:.1f} s) after class balance "
+        f"(min {stats['classes']['min_segments_per_class']}/class; {len(stats['classes']['dropped'])} classes dropped)",
+        "stages:",
+    ]
+    for st in stats["stages"]:
+        if not st["run"]:
+            lines.append(f"  {st['name']:<11} not run")
+            continue
+        flag = "  [RANDOM WEIGHTS: scores not meaningful]" if st["random_weights"] else ""
+        drops = ", ".join(f"{k} {n}" for k, n in st["dropped"].items()) or "-"
+        lines.append(f"  {st['name']:<11} in {st['input']:>6} kept {st['kept']:>6}  dropped: {drops}  "
+                     f"({st['seconds']:.1f} s){flag}")
+    for k, n in v["dropped_by_reason"].items():
+        lines.append(f"  input dropped: {k}: {n}")
+    for k, n in v["failed_by_error"].items():
+        lines.append(f"  input failed: {k}: {n}")
+    lines.append(f"shards   {len(stats['shards'])}  ({', '.join(stats['shards'][:4])}{' ...' if len(stats['shards']) > 4 else ''})")
+    if stats.get("run_seconds"):
+        lines.append(f"time     {stats['run_seconds']:.1f} s  ({stats['throughput']['source_seconds_per_s']} s of video per s)")
+    return "\n".join(lines)

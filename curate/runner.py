@@ -1,0 +1,144 @@
+"""Run the curation: build stages, discover inputs, process every unfinished video, finalize.
+
+The per-video chain is the same for both runners: `local` runs it in this process (debugging, tiny
+sets); `ray` (default) runs it on a Ray cluster through `curate.ray_runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from curate.config import CurateConfig
+from curate.finalize import RunResult, finalize
+from curate.inputs import ClassAllowList, InputDecision, discover
+from curate.stage import Stage, build_stage
+from curate.video_task import WorkDir, decode_and_window, finish_video, record_input_only, run_stage_on_items
+
+log = logging.getLogger("curate")
+
+
+def build_stages(cfg: CurateConfig) -> list[Stage]:
+    """Build and check every configured stage (fails early, on the driver, with what to provide)."""
+    stages = []
+    for name in cfg.stages:
+        params = dict(cfg.stage_params.get(name) or {})
+        stage = build_stage(name, params)
+        if hasattr(stage, "allow_random_weights") and "allow_random_weights" not in params:
+            stage.allow_random_weights = cfg.allow_random_weights
+        stage.check()
+        stages.append(stage)
+    extra = set(cfg.stage_params) - set(cfg.stages)
+    for name in sorted(extra):
+        build_stage(name, cfg.stage_params[name])  # validate parameters of stages configured but not run
+    return stages
+
+
+@dataclass
+class Plan:
+    inputs: list[InputDecision]
+    todo: list[InputDecision]
+    done: int
+    stages: list[Stage]
+
+    def describe(self) -> str:
+        lines = [f"inputs: {len(self.inputs)}  already done: {self.done}  to process: {len(self.todo)}"]
+        pre = sum(1 for d in self.inputs if d.reason)
+        if pre:
+            lines.append(f"dropped before decoding (class allow-list / CSV): {pre}")
+        lines.append("stages: decode -> scenes -> windows -> " + " -> ".join(
+            f"{s.name}({', '.join(f'{k}={v}' for k, v in s.params().items())})"
+            + (" [model, actor pool]" if s.needs_model else "") for s in self.stages) + " -> merge -> balance -> shards")
+        for d in self.todo[:20]:
+            lines.append(f"  {d.inp.video_id}  {d.inp.label or '-'}  {d.inp.path}" + (f"  (drop: {d.reason})" if d.reason else ""))
+        if len(self.todo) > 20:
+            lines.append(f"  ... {len(self.todo) - 20} more")
+        return "\n".join(lines)
+
+
+def _check_fingerprint(cfg: CurateConfig, work: WorkDir) -> None:
+    fp = work.root / "settings.json"
+    cur = json.dumps(cfg.fingerprint_dict(), sort_keys=True, default=str)
+    if fp.is_file():
+        if fp.read_text() != cur:
+            raise SystemExit(
+                f"{cfg.out} holds results made with other settings (decode/scenes/windows/stages/params). "
+                "Use a new --out, delete it, or re-apply thresholds with `python -m pipelines.refilter`."
+            )
+    else:
+        work.root.mkdir(parents=True, exist_ok=True)
+        fp.write_text(cur)
+
+
+def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
+    if not cfg.src:
+        raise ValueError("no --src given")
+    allow = ClassAllowList.from_file(cfg.classes) if cfg.classes else None
+    inputs = discover(cfg.src, cfg.extensions, cfg.csv, allow)
+    if cfg.limit is not None:
+        inputs = inputs[: cfg.limit]
+    work = WorkDir(cfg.out)
+    todo = [d for d in inputs if not work.is_done(d.inp.video_id)]
+    return Plan(inputs, todo, len(inputs) - len(todo), stages if stages is not None else build_stages(cfg))
+
+
+def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], None] | None = None) -> RunResult:
+    """The whole curation: per-video work for unfinished videos, then `finalize`."""
+    t0 = time.perf_counter()
+    stages = build_stages(cfg)
+    plan = plan_run(cfg, stages)
+    work = WorkDir(cfg.out)
+    _check_fingerprint(cfg, work)
+    for d in plan.todo:
+        if d.reason:
+            record_input_only(d.inp, d.reason, cfg, work)
+    todo = [d.inp for d in plan.todo if not d.reason]
+    bar = _progress(len(todo), progress)
+    counts = {"windows": 0, "kept": 0, "failed": 0}
+
+    def done(res: dict) -> None:
+        counts["windows"] += res["windows"]
+        counts["kept"] += res["kept"]
+        counts["failed"] += res["status"] == "failed"
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(windows=counts["windows"], kept=counts["kept"], failed=counts["failed"], refresh=False)
+        if on_video is not None:
+            on_video(res)
+
+    if cfg.runner.kind == "local":
+        for s in stages:
+            s.setup()
+        for inp in todo:
+            item = decode_and_window(inp, cfg)
+            for s in stages:
+                run_stage_on_items(s, [item], cfg.cascade)
+            done(finish_video(item, cfg, stages, work))
+    elif cfg.runner.kind == "ray":
+        from curate.ray_runner import run_on_ray
+
+        run_on_ray(cfg, stages, todo, done)
+    else:
+        raise ValueError(f"unknown runner {cfg.runner.kind!r} (ray, local)")
+    if bar is not None:
+        bar.close()
+    result = finalize(cfg, stages, run_seconds=time.perf_counter() - t0)
+    try:
+        from curate.report import write_report
+
+        write_report(Path(cfg.out))
+    except ImportError:
+        pass
+    return result
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="video", desc="curate", dynamic_ncols=True)
