@@ -84,6 +84,7 @@ def _random_columns(data: dict) -> list[str]:
     for st in data["stats"].get("stages") or []:
         if st.get("random_weights"):
             cols.update(st.get("columns") or [])
+    cols.update(data["stats"].get("random_weight_columns") or [])
     for v in data["windows"].get("random_weight_columns") or []:
         if v:
             cols.update(c.strip() for c in str(v).split(",") if c.strip())
@@ -401,6 +402,11 @@ def render_report(out_dir: str | Path) -> str:
         extra = f" (top {MAX_CLASSES_PLOTTED} of {len(before)} classes by count)" if len(before) > MAX_CLASSES_PLOTTED else ""
         parts.append(f"<p class='muted'>{len(before)} classes before, {sum(1 for c in after if after[c])} after{extra}.</p>")
         parts.append(_img(_classes(before, after), "segments per class"))
+        dropped = (stats.get("classes") or {}).get("dropped") or []
+        if dropped:
+            mn = (stats.get("classes") or {}).get("min_segments_per_class")
+            parts.append(f"<p>classes dropped by category balance (fewer than {_fmt(mn)} segments): "
+                         + ", ".join(html.escape(str(c)) for c in dropped) + "</p>")
     else:
         parts.append("<p class='muted'>no segments</p>")
 
@@ -434,7 +440,8 @@ def render_report(out_dir: str | Path) -> str:
         for i in _pick(groups[reason], THUMBS_PER_REASON):
             start, end = float(w["start"][i]), float(w["end"][i])
             frame = grab_frame(w["path"][i], 0.5 * (start + end)) if w.get("path") else None
-            sc = ", ".join(f"{c}={w[c][i]:.3f}" for c in score_cols if w[c][i] is not None)
+            sc = ", ".join(f"{c}={w[c][i]:.3f}" + (" (random weights)" if c in random_cols else "")
+                           for c in score_cols if w[c][i] is not None)
             cap = f"{html.escape(str(w.get('video_id', [''] * nwin)[i]))} {start:.1f}-{end:.1f} s<br>{html.escape(str((w.get('label') or [None] * nwin)[i] or ''))}<br><span class='muted'>{html.escape(sc)}</span>"
             img = _img(_jpeg(frame), f"{reason} thumbnail", "image/jpeg", "") if frame is not None else "<div class='muted'>(no frame)</div>"
             cells.append(f"<div class='thumb'>{img}{cap}</div>")

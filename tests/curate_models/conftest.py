@@ -54,6 +54,12 @@ def fresh_items(videos):
     return items
 
 
+@pytest.fixture
+def tiny_params():
+    """Stage params for tiny random-init models (no weights exist for them: random init is explicit)."""
+    return {k: dict(v) for k, v in TINY_PARAMS.items()}
+
+
 TINY_PARAMS = {
     "clip_diff": {"model": "tiny", "pretrained": "", "allow_random_weights": True, "device": "cpu", "batch_size": 16},
     "imagebind": {"preset": "tiny", "checkpoint": "", "allow_random_weights": True, "device": "cpu", "batch_size": 16},

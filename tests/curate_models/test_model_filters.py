@@ -10,11 +10,10 @@ import pytest
 
 from curate.stage import StageUnavailable, all_columns, build_stage
 from curate.video_task import apply_decisions, run_stage_on_items
-from tests.curate_models.conftest import TINY_PARAMS
 
 
-def _run(name, items):
-    stage = build_stage(name, TINY_PARAMS[name])
+def _run(name, items, params):
+    stage = build_stage(name, params[name])
     stage.check()
     assert stage.random_weights, "no weights given: the stage must say it runs with random weights"
     stage.setup()
@@ -30,8 +29,8 @@ def test_registry_order_and_columns():
     assert build_stage("clip_diff").resources.num_cpus < 1  # fractional: a 2-CPU machine cannot deadlock
 
 
-def test_clip_diff_tiny_end_to_end(fresh_items):
-    stage, windows = _run("clip_diff", fresh_items)
+def test_clip_diff_tiny_end_to_end(fresh_items, tiny_params):
+    stage, windows = _run("clip_diff", fresh_items, tiny_params)
     vals = np.array([w.scores["clip_diff"] for w in windows])
     assert vals.shape == (len(windows),) and np.all((vals >= 0) & (vals <= 2.0 + 1e-6))
     assert np.all(vals > 0)  # the square moves: consecutive features differ
@@ -63,8 +62,8 @@ def test_clip_diff_loads_local_checkpoint(tmp_path, fresh_items):
     assert all(w.scores["clip_diff"] is not None for w in fresh_items[0].windows)
 
 
-def test_imagebind_tiny_end_to_end(fresh_items):
-    _, windows = _run("imagebind", fresh_items)
+def test_imagebind_tiny_end_to_end(fresh_items, tiny_params):
+    _, windows = _run("imagebind", fresh_items, tiny_params)
     ia = np.array([w.scores["ia"] for w in windows])
     assert np.all((ia >= -1 - 1e-6) & (ia <= 1 + 1e-6))
     for w in windows:
@@ -76,9 +75,9 @@ def test_imagebind_tiny_end_to_end(fresh_items):
         assert w.drop_reason == expect
 
 
-def test_psync_tiny_end_to_end(fresh_items):
+def test_psync_tiny_end_to_end(fresh_items, tiny_params):
     pytest.importorskip("sync_classifier.score")
-    _, windows = _run("psync", fresh_items)
+    _, windows = _run("psync", fresh_items, tiny_params)
     p = np.array([[w.scores["psync_a2v"], w.scores["psync_v2a"]] for w in windows])
     assert p.shape == (len(windows), 2) and np.all((p >= 0) & (p <= 1))
     for w in windows:
