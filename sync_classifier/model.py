@@ -1,0 +1,247 @@
+"""Sync classifier network (AVSync15 supplement Table 1): R(2+1)D video encoder, 2-D conv audio
+encoder, MLP head phi(a, v) on the concatenated 512 + 512 features.
+
+Module names follow AVID-CMA's `R2Plus1D` / `Conv2D` (conv1, conv2x..conv5x with spt_conv / tmp_conv;
+conv1, block1..block4) so AVID checkpoints map onto the encoders key by key (`load_avid`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class R2Plus1DBlock(nn.Module):
+    """Residual unit of two (2+1)-D convs (1x3x3 spatial then 3x1x1 temporal), as AVID's BasicR2P1DBlock."""
+
+    def __init__(self, cin: int, cout: int, stride: tuple[int, int, int] = (1, 1, 1)):
+        super().__init__()
+        self.spt_conv1 = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride[1], stride[2]), padding=(0, 1, 1), bias=False)
+        self.spt_bn1 = nn.BatchNorm3d(cout)
+        self.tmp_conv1 = nn.Conv3d(cout, cout, (3, 1, 1), stride=(stride[0], 1, 1), padding=(1, 0, 0), bias=False)
+        self.tmp_bn1 = nn.BatchNorm3d(cout)
+        self.spt_conv2 = nn.Conv3d(cout, cout, (1, 3, 3), padding=(0, 1, 1), bias=False)
+        self.spt_bn2 = nn.BatchNorm3d(cout)
+        self.tmp_conv2 = nn.Conv3d(cout, cout, (3, 1, 1), padding=(1, 0, 0), bias=False)
+        self.out_bn = nn.BatchNorm3d(cout)
+        self.res_conv = (
+            nn.Conv3d(cin, cout, 1, stride=stride, bias=False) if cin != cout or any(s != 1 for s in stride) else None
+        )
+
+    def forward(self, x):
+        h = F.relu(self.spt_bn1(self.spt_conv1(x)))
+        h = F.relu(self.tmp_bn1(self.tmp_conv1(h)))
+        h = F.relu(self.spt_bn2(self.spt_conv2(h)))
+        h = self.tmp_conv2(h)
+        res = self.res_conv(x) if self.res_conv is not None else x
+        return F.relu(self.out_bn(h + res))
+
+
+class VideoEncoder(nn.Module):
+    """[N, 3, T, H, W] -> [N, embed_dim]. Paper: 3x12x224x224 -> 64x12x56x56 -> ... -> 512x2x7x7 -> 512."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.video_channels
+        self.conv1 = nn.Sequential(
+            nn.Conv3d(3, c[0], (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(c[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        )
+        stages, cin = [], c[0]
+        for i, cout in enumerate(c):
+            stride = (1, 1, 1) if i == 0 else (2, 2, 2)
+            units = [R2Plus1DBlock(cin, cout, stride)] + [R2Plus1DBlock(cout, cout) for _ in range(cfg.video_blocks - 1)]
+            stages.append(nn.Sequential(*units))
+            cin = cout
+        self.conv2x, self.conv3x, self.conv4x, self.conv5x = stages
+        self.temporal_pool = cfg.temporal_pool
+        t = cfg.spec.num_frames
+        for _ in range(3):
+            t = (t - 1) // 2 + 1
+        self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
+        if self.proj is None and c[-1] != cfg.embed_dim:
+            raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")
+
+    def features(self, x) -> list[torch.Tensor]:
+        outs = [self.conv1(x)]
+        for stage in (self.conv2x, self.conv3x, self.conv4x, self.conv5x):
+            outs.append(stage(outs[-1]))
+        return outs
+
+    def forward(self, x):
+        h = self.features(x)[-1]
+        if self.proj is None:
+            return h.mean(dim=(2, 3, 4))
+        return self.proj(h.mean(dim=(3, 4)).flatten(1))
+
+
+class AudioBlock(nn.Module):
+    """Two 3x3 convs (first with the stride), BN + ReLU after each, as AVID's Basic2DBlock."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)))
+
+
+class AudioEncoder(nn.Module):
+    """[N, 1, n_mels, frames] -> [N, embed_dim]. Paper: 1x128x204 -> 64x64x102 -> ... -> 512x8x13 -> 512."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.audio_channels
+        self.conv1 = nn.Sequential(nn.Conv2d(1, c[0], 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True))
+        self.block1 = AudioBlock(c[0], c[0], 2)
+        self.block2 = AudioBlock(c[0], c[1], 2)
+        self.block3 = AudioBlock(c[1], c[2], 2)
+        self.block4 = AudioBlock(c[2], c[3], 1)
+        t = cfg.spec.mel_frames
+        for _ in range(4):
+            t = (t - 1) // 2 + 1
+        self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
+        if self.proj is None and c[-1] != cfg.embed_dim:
+            raise ValueError("temporal_pool='mean' needs audio_channels[-1] == embed_dim")
+
+    def features(self, x) -> list[torch.Tensor]:
+        outs = [self.conv1(x)]
+        for blk in (self.block1, self.block2, self.block3, self.block4):
+            outs.append(blk(outs[-1]))
+        return outs
+
+    def forward(self, x):
+        h = self.features(x)[-1]
+        if self.proj is None:
+            return h.mean(dim=(2, 3))
+        return self.proj(h.mean(dim=2).flatten(1))
+
+
+class SyncHead(nn.Module):
+    """MLP on concat(audio, video): 2*embed -> head_dims... -> 1 (paper 1024 -> 512 -> 256 -> 1).
+
+    The first layer is one Linear on the concatenation; `pairwise` splits its weight into the audio and
+    video halves so all K x K pairs cost one projection per clip plus a broadcast add.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        dims = [2 * cfg.embed_dim, *cfg.head_dims]
+        self.embed_dim = cfg.embed_dim
+        self.fc_in = nn.Linear(dims[0], dims[1])
+        rest = []
+        for a, b in zip(dims[1:-1], dims[2:]):
+            rest += [nn.ReLU(inplace=True), nn.Linear(a, b)]
+        rest += [nn.ReLU(inplace=True), nn.Linear(dims[-1], 1)]
+        self.mlp = nn.Sequential(*rest)
+
+    def forward(self, a, v):
+        """Paired scores: a [..., D], v [..., D] -> phi [...]."""
+        return self.mlp(self.fc_in(torch.cat([a, v], dim=-1))).squeeze(-1)
+
+    def pairwise(self, a, v):
+        """All pairs: a [B, Ka, D], v [B, Kv, D] -> phi [B, Ka, Kv] (phi[b, i, j] = phi(a_i, v_j))."""
+        w_a, w_v = self.fc_in.weight[:, : self.embed_dim], self.fc_in.weight[:, self.embed_dim :]
+        ha = a @ w_a.T
+        hv = v @ w_v.T + self.fc_in.bias
+        h = ha.unsqueeze(-2) + hv.unsqueeze(-3)
+        return self.mlp(h).squeeze(-1)
+
+
+class SyncClassifier(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.video_encoder = VideoEncoder(self.config)
+        self.audio_encoder = AudioEncoder(self.config)
+        self.head = SyncHead(self.config)
+
+    @property
+    def spec(self):
+        return self.config.spec
+
+    def encode_audio(self, mel):
+        """mel [N, 1, n_mels, mel_frames] (see audio.log_mel) -> [N, D]."""
+        return self.audio_encoder(mel)
+
+    def encode_video(self, video):
+        """video float [N, 3, T, S, S] (see frames.video_to_tensor) -> [N, D]."""
+        return self.video_encoder(video)
+
+    def forward(self, mel, video):
+        """Paired phi: mel [N, 1, F, T], video [N, 3, T, S, S] -> [N]."""
+        return self.head(self.encode_audio(mel), self.encode_video(video))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = path / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp))
+        tmp.replace(path / WEIGHTS_NAME)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "SyncClassifier":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg = ModelConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
+        model = cls(cfg)
+        model.load_state_dict(load_file(str(path / WEIGHTS_NAME), device="cpu"))
+        return model.to(device).eval()
+
+
+def load_avid(model: SyncClassifier, path: str | Path) -> dict:
+    """Copy AVID-CMA encoder weights into model where names and shapes match.
+
+    Accepts AVID-CMA checkpoints ({'model': state} with keys like 'module.video_model.conv2x.0.spt_conv1.weight'
+    and 'module.audio_model.block1.conv1.weight') or a bare state dict with those keys (with or without
+    'module.'). AVID's res_conv / conv names equal ours. Returns {'loaded', 'missing', 'unexpected', 'mismatched'}
+    lists of our / their key names.
+    """
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    if isinstance(ckpt, dict):
+        for k in ("model", "state_dict", "model_state_dict"):
+            if k in ckpt and isinstance(ckpt[k], dict):
+                ckpt = ckpt[k]
+                break
+    prefixes = {"video_model.": "video_encoder.", "audio_model.": "audio_encoder.", "video_encoder.": "video_encoder.", "audio_encoder.": "audio_encoder."}
+    ours = model.state_dict()
+    mapped, unexpected, mismatched = {}, [], []
+    for key, value in ckpt.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        target = None
+        for src, dst in prefixes.items():
+            if k.startswith(src):
+                target = dst + k[len(src):]
+                break
+        if target is None or target not in ours:
+            unexpected.append(key)
+        elif tuple(ours[target].shape) != tuple(value.shape):
+            mismatched.append(target)
+        else:
+            mapped[target] = value
+    with torch.no_grad():
+        for k, v in mapped.items():
+            ours[k].copy_(v)
+    enc_keys = [k for k in ours if k.startswith(("video_encoder.", "audio_encoder."))]
+    missing = [k for k in enc_keys if k not in mapped]
+    return {"loaded": sorted(mapped), "missing": missing, "unexpected": unexpected, "mismatched": mismatched}

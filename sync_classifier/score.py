@@ -1,0 +1,93 @@
+"""Scoring API used by curation (P_Sync filter) and metrics (RelSync, AlignSync).
+
+    scorer = SyncScorer.from_pretrained("sync_classifier/checkpoints/small")
+    phi = scorer.phi(audio, video)                    # av-sync scores [B]
+    p = scorer.psync([(decoded_video, t_center), ...]) # [n, 2] = (p_a2v, p_v2a)
+
+P_Sync (supplement Eq. 4, spec 1.7): around the center, spec.duration s of audio and spec.num_frames
+frames at spec.fps. a2v: phi of the true pair and of the pairs with the audio shifted by -shift and
++shift; P = softmax over the three phi (no temperature) taken at the true pair. v2a: the same with
+the video shifted. Windows leaving the video are zero-padded (audio) / edge-clamped (frames).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from curate.media import DecodedVideo
+
+from .audio import log_mel
+from .config import ClipSpec
+from .data import clip_audio, clip_frames, fit_frames
+from .frames import video_to_tensor
+from .model import SyncClassifier
+
+
+class SyncScorer:
+    def __init__(self, model: SyncClassifier, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, dtype
+        self.spec: ClipSpec = model.spec
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "SyncScorer":
+        return cls(SyncClassifier.from_pretrained(path), device=device, dtype=dtype)
+
+    @classmethod
+    def from_model(cls, model: SyncClassifier, device="cpu", dtype=torch.float32) -> "SyncScorer":
+        return cls(model, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def _encode_audio(self, audio, batch_size: int) -> torch.Tensor:
+        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not torch.is_tensor(audio) else audio.float())
+        n = self.spec.num_samples
+        if audio.shape[-1] < n:
+            audio = torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
+        audio = audio[..., :n]
+        out = [self.model.encode_audio(log_mel(a, self.spec).to(self.device, self.dtype)) for a in audio.split(batch_size)]
+        return torch.cat(out).float()
+
+    @torch.no_grad()
+    def _encode_video(self, video, batch_size: int) -> torch.Tensor:
+        video = video if torch.is_tensor(video) else torch.from_numpy(np.ascontiguousarray(video))
+        out = [self.model.encode_video(video_to_tensor(v, self.spec.image_size).to(self.device, self.dtype)) for v in video.split(batch_size)]
+        return torch.cat(out).float()
+
+    @torch.no_grad()
+    def _head(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.model.head(a.to(self.device, self.dtype), v.to(self.device, self.dtype)).float().cpu()
+
+    def phi(self, audio: np.ndarray | torch.Tensor, video: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
+        """audio float [B, samples at spec.audio_rate for spec.duration] (shorter is zero-padded);
+        video uint8 [B, T, H, W, 3] RGB, any H, W (resized + center-cropped) -> phi [B] (float32)."""
+        a = self._encode_audio(audio, batch_size)
+        v = self._encode_video(video, batch_size)
+        return self._head(a, v).numpy()
+
+    def psync(self, requests: Sequence[tuple[DecodedVideo, float]], shift: float = 0.25, batch_size: int = 32) -> np.ndarray:
+        """[n, 2] float array (p_a2v, p_v2a) for (video, center time) requests; each of the 3 audio and
+        3 video clips of a request is encoded once, all requests batched together."""
+        if len(requests) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        spec = self.spec
+        shifts = np.array([-shift, 0.0, shift])
+        audios, frames = [], []
+        for video, center in requests:
+            if video.audio_rate != spec.audio_rate:
+                raise ValueError(f"audio rate {video.audio_rate} != {spec.audio_rate}")
+            starts = float(center) - spec.duration / 2 + shifts
+            audios.append(clip_audio(video, starts, spec))
+            frames.append(fit_frames(clip_frames(video, starts, spec), spec.image_size))
+        n = len(requests)
+        a = self._encode_audio(np.concatenate(audios), batch_size).reshape(n, 3, -1)
+        v = self._encode_video(np.concatenate(frames), batch_size).reshape(n, 3, -1)
+        # a2v: audio shifted (-, 0, +) against the true video; v2a: true audio against shifted videos
+        phi_a2v = self._head(a, v[:, 1:2].expand_as(a))
+        phi_v2a = self._head(a[:, 1:2].expand_as(v), v)
+        p_a2v = torch.softmax(phi_a2v, dim=1)[:, 1]
+        p_v2a = torch.softmax(phi_v2a, dim=1)[:, 1]
+        return torch.stack([p_a2v, p_v2a], dim=1).numpy().astype(np.float32)
