@@ -253,11 +253,13 @@ def encode_mp4(
 ) -> bytes:
     """Encode uint8 [T, H, W, 3] RGB frames (and optional mono float audio) to an h264/aac mp4 in memory.
 
-    Odd sizes are cropped to even. Single-threaded x264 so the bytes are reproducible.
+    Odd sizes are cropped to even. x264 runs single-threaded; its output is then reproducible except
+    that the first encode in a process can differ in a few bits (decoded frames within a few levels).
     """
     frames = np.asarray(frames)
     t, h, w, _ = frames.shape
-    h2, w2 = h - h % 2, w - w % 2
+    frames = frames[:, : h - h % 2, : w - w % 2]
+    h2, w2 = frames.shape[1], frames.shape[2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as out:
         from fractions import Fraction
@@ -274,9 +276,10 @@ def encode_mp4(
             as_.layout = "mono"
         import cv2
 
+        cv2.setNumThreads(1)
         for i in range(t):
             # RGB -> I420 with OpenCV (deterministic; PyAV's cached swscale context is not across calls)
-            yuv = cv2.cvtColor(np.ascontiguousarray(frames[i, :h2, :w2]), cv2.COLOR_RGB2YUV_I420)
+            yuv = cv2.cvtColor(np.ascontiguousarray(frames[i]), cv2.COLOR_RGB2YUV_I420)
             fr = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
             fr.pts = i
             for p in vs.encode(fr):

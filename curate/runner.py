@@ -22,15 +22,18 @@ from curate.video_task import WorkDir, decode_and_window, finish_video, record_i
 log = logging.getLogger("curate")
 
 
-def build_stages(cfg: CurateConfig) -> list[Stage]:
-    """Build and check every configured stage (fails early, on the driver, with what to provide)."""
+def build_stages(cfg: CurateConfig, check: bool = True) -> list[Stage]:
+    """Build and check every configured stage (fails early, on the driver, with what to provide).
+
+    `check=False` builds the stages for their thresholds only (refilter: no model is needed)."""
     stages = []
     for name in cfg.stages:
         params = dict(cfg.stage_params.get(name) or {})
         stage = build_stage(name, params)
         if hasattr(stage, "allow_random_weights") and "allow_random_weights" not in params:
             stage.allow_random_weights = cfg.allow_random_weights
-        stage.check()
+        if check:
+            stage.check()
         stages.append(stage)
     extra = set(cfg.stage_params) - set(cfg.stages)
     for name in sorted(extra):
@@ -72,6 +75,7 @@ def _check_fingerprint(cfg: CurateConfig, work: WorkDir) -> None:
     else:
         work.root.mkdir(parents=True, exist_ok=True)
         fp.write_text(cur)
+    (work.root / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
 
 
 def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
