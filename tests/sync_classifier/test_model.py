@@ -1,0 +1,119 @@
+import torch
+
+from sync_classifier.config import paper, small
+from sync_classifier.frames import video_to_tensor
+from sync_classifier.model import SyncClassifier, load_avid
+from sync_classifier.train import train_step
+
+
+def _r2p1d_params(cin, cout, stride2):
+    n = cin * cout * 9 + cout * cout * 3 + cout * cout * 9 + cout * cout * 3 + 4 * 2 * cout
+    if cin != cout or stride2:
+        n += cin * cout
+    return n
+
+
+def test_paper_preset_matches_table1_on_meta_device():
+    cfg = paper().model
+    with torch.device("meta"):
+        model = SyncClassifier(cfg)
+        v = model.video_encoder.features(torch.empty(2, 3, 12, 224, 224))
+        a = model.audio_encoder.features(torch.empty(2, 1, 128, 204))
+        phi = model.head(model.audio_encoder(torch.empty(2, 1, 128, 204)), model.video_encoder(torch.empty(2, 3, 12, 224, 224)))
+    # Table 1, video: conv1 (+max pool) 64x12x56x56, blocks 64x12x56x56, 128x6x28x28, 256x3x14x14, 512x2x7x7
+    assert [tuple(x.shape[1:]) for x in v] == [(64, 12, 56, 56), (64, 12, 56, 56), (128, 6, 28, 28), (256, 3, 14, 14), (512, 2, 7, 7)]
+    # Table 1, audio: conv1 64x64x102, blocks 64x32x51, 128x16x26, 256x8x13, 512x8x13
+    assert [tuple(x.shape[1:]) for x in a] == [(64, 64, 102), (64, 32, 51), (128, 16, 26), (256, 8, 13), (512, 8, 13)]
+    assert phi.shape == (2,)
+    # head 1024 -> 512 -> 256 -> 1
+    lin = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in lin] == [(1024, 512), (512, 256), (256, 1)]
+    # parameter counts from the layer list of Table 1 (R(2+1)D-18 shape: 2 residual units per stage)
+    video = 3 * 64 * 3 * 49 + 2 * 64
+    cin = 64
+    for i, c in enumerate((64, 128, 256, 512)):
+        video += _r2p1d_params(cin, c, i > 0) + _r2p1d_params(c, c, False)
+        cin = c
+    audio = 1 * 64 * 49 + 2 * 64
+    cin = 64
+    for c in (64, 128, 256, 512):
+        audio += cin * c * 9 + c * c * 9 + 4 * c
+        cin = c
+    head = 1024 * 512 + 512 + 512 * 256 + 256 + 256 + 1
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model.video_encoder) == video
+    assert count(model.audio_encoder) == audio
+    assert count(model.head) == head
+    assert 30e6 < video < 34e6  # R(2+1)D-18-sized (~31 M with a full 3x7x7 stem)
+
+
+def test_one_train_step_reaches_every_parameter(tiny_cfg, tiny_model):
+    b, k, s = 2, 5, tiny_cfg.model.spec
+    torch.manual_seed(1)
+    batch = {
+        "mel": torch.randn(b, k, 1, s.n_mels, s.mel_frames),
+        "frames": torch.randint(0, 256, (b, k, s.num_frames, s.image_size, s.image_size, 3), dtype=torch.uint8),
+    }
+    opt = torch.optim.SGD(tiny_model.parameters(), lr=0.0)
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    m = train_step(tiny_model, batch, opt, tiny_cfg)
+    assert m["loss"] > 0
+    for n, p in tiny_model.named_parameters():
+        assert p.grad is not None, n
+        assert p.grad.abs().sum() > 0, f"no gradient reaches {n}"
+        assert torch.equal(p.detach(), before[n])  # lr 0
+
+
+def test_pairwise_equals_paired_head(tiny_model):
+    a, v = torch.randn(2, 4, 16), torch.randn(2, 5, 16)
+    full = tiny_model.head.pairwise(a, v)
+    assert full.shape == (2, 4, 5)
+    for i in range(4):
+        for j in range(5):
+            assert torch.allclose(full[:, i, j], tiny_model.head(a[:, i], v[:, j]), atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path, tiny_cfg, tiny_model):
+    tiny_model.eval()
+    s = tiny_cfg.model.spec
+    mel = torch.randn(3, 1, s.n_mels, s.mel_frames)
+    vid = video_to_tensor(torch.randint(0, 256, (3, s.num_frames, 40, 50, 3), dtype=torch.uint8), s.image_size)
+    ref = tiny_model(mel, vid)
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors"}
+    loaded = SyncClassifier.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config == tiny_model.config
+    assert torch.allclose(loaded(mel, vid), ref, atol=1e-6)
+
+
+def test_small_preset_is_cpu_sized():
+    n = sum(p.numel() for p in SyncClassifier(small().model).parameters())
+    assert n * 4 < 20e6  # shipped fp32 safetensors under 20 MB
+
+
+def test_load_avid_maps_encoder_keys(tmp_path, tiny_cfg):
+    torch.manual_seed(3)
+    src = SyncClassifier(tiny_cfg.model)
+    state = {}
+    for k, v in src.video_encoder.state_dict().items():
+        if not k.startswith("proj."):
+            state[f"module.video_model.{k}"] = v.clone()
+    for k, v in src.audio_encoder.state_dict().items():
+        if not k.startswith("proj."):
+            state[f"module.audio_model.{k}"] = v.clone()
+    state["module.video_model.conv1.0.weight"] = torch.randn(7, 3, 3, 7, 7)  # wrong shape: reported, not loaded
+    state["module.head.fc.weight"] = torch.randn(2, 2)  # AVID projection head: not ours
+    torch.save({"model": state, "epoch": 5}, tmp_path / "avid.pth")
+
+    torch.manual_seed(4)
+    dst = SyncClassifier(tiny_cfg.model)
+    rep = load_avid(dst, tmp_path / "avid.pth")
+    assert rep["mismatched"] == ["video_encoder.conv1.0.weight"]
+    assert rep["unexpected"] == ["module.head.fc.weight"]
+    assert "video_encoder.conv2x.0.tmp_conv1.weight" in rep["loaded"]
+    assert "audio_encoder.block4.conv2.weight" in rep["loaded"]
+    assert set(rep["missing"]) == {"video_encoder.conv1.0.weight", "video_encoder.proj.weight", "video_encoder.proj.bias",
+                                   "audio_encoder.proj.weight", "audio_encoder.proj.bias"}
+    assert torch.equal(dst.video_encoder.conv3x[0].spt_conv1.weight, src.video_encoder.conv3x[0].spt_conv1.weight)
+    assert torch.equal(dst.audio_encoder.block2.bn1.running_mean, src.audio_encoder.block2.bn1.running_mean)
+    assert not torch.equal(dst.video_encoder.conv1[0].weight, src.video_encoder.conv1[0].weight)
