@@ -30,7 +30,8 @@ class ShardConfig:
     test_fraction: float = 0.1
     """Share of videos (by a hash of the video id) put in the `test` split when the CSV gives no split."""
     crf: int = 18
-    preset: str = "veryfast"
+    preset: str = "superfast"
+    """x264 preset of the segment videos (superfast: ~1.4x faster than veryfast, ~10 % larger files)."""
 
 
 @dataclass
@@ -66,6 +67,8 @@ class CurateConfig:
     """True: a stage only scores windows that every earlier stage kept (faster; refilter can only tighten).
     False (default): every window gets every score, as the paper's analysis needs."""
     allow_random_weights: bool = False
+    report: bool = True
+    """Write `report.html` at the end of the run."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)

@@ -131,12 +131,10 @@ def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], Non
     if bar is not None:
         bar.close()
     result = finalize(cfg, stages, run_seconds=time.perf_counter() - t0)
-    try:
+    if cfg.report:
         from curate.report import write_report
 
         write_report(Path(cfg.out))
-    except ImportError:
-        pass
     return result
 
 
