@@ -92,7 +92,9 @@ def load_clip(model: str, pretrained: str | None, device: str, dtype, random: bo
             m.load_state_dict(torch.load(pretrained, map_location="cpu", weights_only=True))
         size, mean, std = TINY_CFG["vision_cfg"]["image_size"], CLIP_MEAN, CLIP_STD
     else:
-        m = open_clip.create_model(model, pretrained=None if random else (pretrained or None), device="cpu")
+        # an hf-hub: model brings its own weights; otherwise `pretrained` is a tag or a local file
+        weights = None if random or model.startswith("hf-hub:") else (pretrained or None)
+        m = open_clip.create_model(model, pretrained=weights, load_weights=not random, device="cpu")
         pp = open_clip.get_model_preprocess_cfg(m)
         size = pp.get("size", 224)
         size = size[0] if isinstance(size, (tuple, list)) else size

@@ -153,3 +153,31 @@ def test_paper_thresholds_inclusive(fresh_items, monkeypatch):
         assert got == [r for _, r in cases], (name, got)
         apply_decisions(ws, [stage])  # the refilter path (decide on stored scores) agrees
         assert [w.drop_reason for w in ws] == [r for _, r in cases]
+
+
+def test_imagebind_and_psync_load_local_checkpoints(tmp_path, fresh_items):
+    """The real-weights path: a checkpoint on disk is used (no random-weights flag)."""
+    import torch
+
+    from curate.models.imagebind import build_model
+
+    torch.manual_seed(0)
+    ib = tmp_path / "imagebind_tiny.pth"
+    torch.save(build_model("tiny").state_dict(), ib)
+    stages = [build_stage("imagebind", {"preset": "tiny", "checkpoint": str(ib), "device": "cpu"})]
+    score_mod = pytest.importorskip("sync_classifier.score")
+    from sync_classifier.config import PRESETS
+    from sync_classifier.model import SyncClassifier
+
+    SyncClassifier(PRESETS["tiny"]().model).save_pretrained(tmp_path / "sync")
+    stages.append(build_stage("psync", {"checkpoint": str(tmp_path / "sync"), "device": "cpu"}))
+    item = fresh_items[0]
+    item.windows = item.windows[:2]
+    for st in stages:
+        st.check()
+        assert not st.random_weights
+        st.setup()
+        run_stage_on_items(st, [item], cascade=False)
+        assert item.status == "ok", item.error
+    assert isinstance(stages[1]._scorer, score_mod.SyncScorer)
+    assert all(w.scores[c] is not None for w in item.windows for c in ("ia", "it", "psync_a2v", "psync_v2a"))
