@@ -41,6 +41,9 @@ class ModelConfig:
     """R(2+1)D blocks conv2x..conv5x (stem has video_channels[0])."""
     audio_channels: tuple[int, ...] = (64, 128, 256, 512)
     """2-D conv blocks block1..block4 (stem has audio_channels[0])."""
+    video_time_stride: int = 2
+    """Temporal stride of conv3x..conv5x (Table 1: 2, so 12 frames -> 2). The small/tiny presets use 1 to
+    keep the 12 time steps to the end (cheap at their 32 px, and much easier to learn from scratch)."""
     video_blocks: int = 2
     """R(2+1)D residual units per stage (2 = R(2+1)D-18 shape)."""
     embed_dim: int = 512
@@ -118,6 +121,7 @@ def small() -> TrainConfig:
         spec=spec,
         video_channels=(12, 24, 48, 96),
         audio_channels=(12, 24, 48, 96),
+        video_time_stride=1,
         embed_dim=128,
         head_dims=(128, 64),
         temporal_pool="keep",
@@ -136,6 +140,7 @@ def tiny() -> TrainConfig:
         video_channels=(4, 8, 8, 16),
         audio_channels=(4, 8, 8, 16),
         video_blocks=1,
+        video_time_stride=1,
         embed_dim=16,
         head_dims=(16, 8),
         temporal_pool="keep",

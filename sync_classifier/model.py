@@ -60,7 +60,8 @@ class VideoEncoder(nn.Module):
         )
         stages, cin = [], c[0]
         for i, cout in enumerate(c):
-            stride = (1, 1, 1) if i == 0 else (2, 2, 2)
+            ts = cfg.video_time_stride
+            stride = (1, 1, 1) if i == 0 else (ts, 2, 2)
             units = [R2Plus1DBlock(cin, cout, stride)] + [R2Plus1DBlock(cout, cout) for _ in range(cfg.video_blocks - 1)]
             stages.append(nn.Sequential(*units))
             cin = cout
@@ -68,7 +69,7 @@ class VideoEncoder(nn.Module):
         self.temporal_pool = cfg.temporal_pool
         t = cfg.spec.num_frames
         for _ in range(3):
-            t = (t - 1) // 2 + 1
+            t = (t - 1) // cfg.video_time_stride + 1
         self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
         if self.proj is None and c[-1] != cfg.embed_dim:
             raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")

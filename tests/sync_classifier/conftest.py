@@ -41,9 +41,15 @@ def small_checkpoint() -> Path:
     return SHIPPED_SMALL
 
 
-def ramp_video(duration: float = 8.0, fps: float = 24.0, size: int = 16, rate: int = 16000) -> DecodedVideo:
+def _ramp_video(duration: float = 8.0, fps: float = 24.0, size: int = 16, rate: int = 16000) -> DecodedVideo:
     """Frame k is filled with k % 256; audio sample n is n / rate (seconds): easy to check cut positions."""
     n = int(round(duration * fps))
     frames = np.broadcast_to((np.arange(n) % 256).astype(np.uint8)[:, None, None, None], (n, size, size, 3)).copy()
     audio = (np.arange(int(duration * rate)) / rate).astype(np.float32)
     return DecodedVideo(frames, fps, audio, rate, {})
+
+
+@pytest.fixture
+def ramp_video():
+    """Factory: ramp_video(duration=8.0, fps=24.0, size=16) -> DecodedVideo with checkable frames/audio."""
+    return _ramp_video

@@ -35,14 +35,16 @@ def test_click_is_localised_in_time():
     spec = ClipSpec()
     x = torch.zeros(32000)
     x[16000:16040] = 1.0  # click at 1.0 s
-    m = log_mel(x, spec)[0, 0, :, :198]
+    m = log_mel(x, spec)[0, :, :198]
     frame = int(m.mean(0).argmax())
     assert abs(frame - (16000 - 200) / 160) <= 3  # frame f covers samples [160 f, 160 f + 400)
 
 
-def test_mel_banks_are_triangles_summing_sensibly():
+def test_mel_banks_are_kaldi_triangles():
     b = kaldi_mel_banks(128, 512, 16000)
     assert b.shape == (128, 257)
     assert torch.all(b >= 0) and torch.all(b <= 1.0 + 1e-6)
     assert b[:, -1].abs().sum() == 0  # Nyquist bin unused, as Kaldi
-    assert torch.all(b.sum(1) > 0)
+    # as in Kaldi/torchaudio, with 128 bins on a 512-point FFT a few low filters fall between FFT bins
+    assert int((b.sum(1) > 0).sum()) >= 120
+    assert torch.all(b[20:].sum(1) > 0)

@@ -44,7 +44,9 @@ def test_paper_preset_matches_table1_on_meta_device():
     assert count(model.video_encoder) == video
     assert count(model.audio_encoder) == audio
     assert count(model.head) == head
-    assert 30e6 < video < 34e6  # R(2+1)D-18-sized (~31 M with a full 3x7x7 stem)
+    # AVID-CMA's (2+1)D units keep cout channels between the spatial and temporal convs, so this
+    # R(2+1)D-18 has 15.4 M parameters (torchvision's r2plus1d_18 expands them: 31.3 M)
+    assert 15.0e6 < video < 15.8e6 and 4.0e6 < audio < 5.0e6
 
 
 def test_one_train_step_reaches_every_parameter(tiny_cfg, tiny_model):
