@@ -14,7 +14,7 @@ from curate.filters.sampling import uniform_frame_times
 from curate.media import DecodedVideo
 from curate.models import ModelStage
 from curate.records import Window
-from curate.stage import in_range, register_stage
+from curate.stage import Stage, in_range, register_stage
 
 
 @register_stage
@@ -44,7 +44,7 @@ class ImageBindAlign(ModelStage):
     allow_random_weights: bool = False
 
     def check(self) -> None:
-        super().check()
+        Stage.check(self)  # the package first, then the weights (ModelStage.check)
         try:
             from curate.models.imagebind import import_imagebind
 
@@ -56,6 +56,7 @@ class ImageBindAlign(ModelStage):
                 f"stage 'imagebind' needs the `imagebind` package (pip install 'avsync[imagebind]', i.e. "
                 f"imagebind-unofficial einops; CC-BY-NC-SA 4.0): {type(e).__name__}: {e}"
             ) from None
+        self._resolve_weights()
 
     def _weights_problem(self):
         import os
