@@ -99,6 +99,9 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
             pools.append([])
             continue
         s = group[0]
+        # the driver may have no GPU while the workers do: give GPU-capable model stages a GPU share
+        if ray.cluster_resources().get("GPU", 0) and s.resources.num_gpus == 0 and getattr(s, "device", "cpu") in ("auto", "cuda"):
+            s.resources.num_gpus = 0.25
         size = int((cfg.stage_params.get(s.name) or {}).get("actors", 0)) or _default_pool_size(s, ray)
         cls = ray.remote(num_cpus=s.resources.num_cpus, num_gpus=s.resources.num_gpus)(StageActor)
         pools.append([cls.remote(s, cfg.cascade) for _ in range(size)])

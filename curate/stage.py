@@ -128,6 +128,7 @@ def build_stage(name: str, params: dict | None = None) -> Stage:
     cls = STAGE_REGISTRY[name]
     params = dict(params or {})
     res = params.pop("resources", None)
+    params.pop("actors", None)  # runner setting (actor pool size), not a stage parameter
     valid = {f.name for f in fields(cls) if f.init}
     unknown = set(params) - valid
     if unknown:
