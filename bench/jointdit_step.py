@@ -1,0 +1,76 @@
+"""Time one JointDiT training step against the two experts' bare forward+backward on the same batch.
+
+    python bench/jointdit_step.py [--preset tiny] [--batch-size 2] [--height 16] [--repeats 5]
+
+Baseline (measured in the same run): SVD UNet forward+backward (same trainable set: temporal layers)
+plus AudioLDM2 UNet forward+backward on the same latents. Random-init tiny weights (timing only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--height", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from train.diffusion import Condition, JointDiffusion
+    from train.experts import build_jointdit, load_experts, write_tiny_experts
+
+    with tempfile.TemporaryDirectory() as d:
+        vunet, aunet, frozen = load_experts(*write_tiny_experts(d))
+    model = build_jointdit(vunet, aunet, frozen, "tiny")
+    model.set_trainable()
+    b, hl = a.batch_size, a.height // 2
+    g = torch.Generator().manual_seed(0)
+    v0 = torch.randn(b, 14, 4, hl, hl, generator=g)
+    a0 = torch.randn(b, 8, 50, 16, generator=g)
+    cond = Condition(torch.randn(b, 4, hl, hl, generator=g), torch.randn(b, 1, frozen.clip_dim, generator=g),
+                     torch.tensor([[6.0, 127.0, 0.02]] * b))
+    diff = JointDiffusion()
+
+    def joint_step():
+        out = diff.training_losses(model, v0, a0, cond, generator=torch.Generator().manual_seed(1))
+        out["loss"].backward()
+
+    def experts_step():
+        vin = torch.cat([v0, cond.image_latents[:, None].expand(-1, 14, -1, -1, -1)], 2)
+        ov = vunet(vin, torch.full((b,), 0.2), cond.image_embeds, cond.added_time_ids).sample
+        oa = aunet(a0, torch.full((b,), 500), encoder_hidden_states=None).sample
+        (ov.square().mean() + oa.square().mean()).backward()
+
+    def timeit(fn):
+        fn()  # warm-up
+        ts = []
+        for _ in range(a.repeats):
+            model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    tj, te = timeit(joint_step), timeit(experts_step)
+    print(f"tiny preset, batch {b}, video latents 14x4x{hl}x{hl}, audio latents 8x50x16, {a.threads} threads, "
+          "random-init weights (timing only)")
+    print(f"JointDiT train step      : {tj * 1000:8.1f} ms (median of {a.repeats})")
+    print(f"experts fwd+bwd baseline : {te * 1000:8.1f} ms")
+    print(f"ratio                    : {tj / te:8.2f}x")
+    return tj / te
+
+
+if __name__ == "__main__":
+    main()
