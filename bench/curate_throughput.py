@@ -74,17 +74,24 @@ def main(argv=None) -> int:
             paths = sorted(d.rglob("*.mp4"))
             frames, bw, bc = timed(lambda: bare_decode(paths, cfg0))
             rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            cfg = load_config(None, [f"runner.kind={args.runner}", "balance.min_segments_per_class=0", "report=false"],
-                              src=str(d), out=str(tmp / f"out{copies}"))
+            base = [f"runner.kind={args.runner}", "balance.min_segments_per_class=0", "report=false"]
+            cfg = load_config(None, base + ["score_only=true"], src=str(d), out=str(tmp / f"score{copies}"))
+            _, sw, sc = timed(lambda: run(cfg, progress=False))
+            cfg = load_config(None, base, src=str(d), out=str(tmp / f"out{copies}"))
             res, pw, pc = timed(lambda: run(cfg, progress=False))
             rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            rows.append((copies, len(paths), frames, bw, bc, pw, pc, res.stats, (rss1 - rss0) / 1024))
-        print(f"{'videos':>6} {'frames':>7} {'bare wall':>9} {'bare cpu':>8} {'curate wall':>11} {'curate cpu':>10} "
-              f"{'wall ratio':>10} {'cpu ratio':>9} {'peak RSS +MB':>12}")
-        for copies, nv, frames, bw, bc, pw, pc, stats, drss in rows:
-            print(f"{nv:>6} {frames:>7} {bw:>9.2f} {bc:>8.2f} {pw:>11.2f} {pc:>10.2f} {pw / bw:>10.2f} {pc / bc:>9.2f} "
-                  f"{drss:>12.0f}")
-        stats = rows[-1][7]
+            rows.append((copies, len(paths), frames, bw, bc, sw, sc, pw, pc, res.stats, (rss1 - rss0) / 1024))
+        print("score = decode, scenes, windows, filters, manifests (score_only); full = score + encode kept "
+              "segments + shards")
+        print(f"{'videos':>6} {'frames':>7} {'bare wall':>9} {'bare cpu':>8} {'score wall':>10} {'score cpu':>9} "
+              f"{'full wall':>9} {'full cpu':>8} {'score/bare':>10} {'full/bare':>9} {'kept %':>6} {'peak RSS +MB':>12}")
+        for copies, nv, frames, bw, bc, sw, sc, pw, pc, stats, drss in rows:
+            kept = 100.0 * stats["segments"]["kept_seconds"] / max(stats["videos"]["source_seconds"], 1e-9)
+            print(f"{nv:>6} {frames:>7} {bw:>9.2f} {bc:>8.2f} {sw:>10.2f} {sc:>9.2f} {pw:>9.2f} {pc:>8.2f} "
+                  f"{sw / bw:>10.2f} {pw / bw:>9.2f} {kept:>6.1f} {drss:>12.0f}")
+        print("ratios are wall time against bare decoding; CPU-time ratios: "
+              + ", ".join(f"score {r[6] / r[4]:.2f} full {r[8] / r[4]:.2f}" for r in rows))
+        stats = rows[-1][9]
         print("time by step (last run, summed over videos):",
               ", ".join(f"{k} {v['seconds']:.2f}s" for k, v in stats["timers"].items()))
         if args.runner == "ray":

@@ -67,6 +67,9 @@ class CurateConfig:
     """True: a stage only scores windows that every earlier stage kept (faster; refilter can only tighten).
     False (default): every window gets every score, as the paper's analysis needs."""
     allow_random_weights: bool = False
+    score_only: bool = False
+    """Score and write the manifests, but neither encode segments nor write shards (threshold studies;
+    `pipelines.refilter` later writes the shards, cutting segments from the sources)."""
     report: bool = True
     """Write `report.html` at the end of the run."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -87,7 +87,7 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
     kept_segments = [s for s in segments if s.kept]
     per_class_after = Counter(s.label for s in kept_segments)
 
-    shards = write_shards(cfg, work, kept_segments, random_cols, source_media_fallback, stages)
+    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback, stages)
     _write_windows_table(out / "windows.parquet", all_windows, random_cols)
     _write_segments_table(out / "segments.parquet", segments)
     _write_inputs_table(out / "inputs.parquet", statuses, windows_by_video)
@@ -340,6 +340,7 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
         "throughput": {"videos_per_s": round(len(statuses) / run_seconds, 3) if run_seconds else None,
                        "source_seconds_per_s": round(src_seconds / run_seconds, 3) if run_seconds else None},
         "cascade": cfg.cascade,
+        "score_only": cfg.score_only,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -365,7 +366,10 @@ def format_summary(stats: dict) -> str:
         lines.append(f"  input dropped: {k}: {n}")
     for k, n in v["failed_by_error"].items():
         lines.append(f"  input failed: {k}: {n}")
-    lines.append(f"shards   {len(stats['shards'])}  ({', '.join(stats['shards'][:4])}{' ...' if len(stats['shards']) > 4 else ''})")
+    if stats.get("score_only"):
+        lines.append("shards   not written (score_only; `python -m pipelines.refilter --out ... score_only=false` writes them)")
+    else:
+        lines.append(f"shards   {len(stats['shards'])}  ({', '.join(stats['shards'][:4])}{' ...' if len(stats['shards']) > 4 else ''})")
     if stats.get("run_seconds"):
         lines.append(f"time     {stats['run_seconds']:.1f} s  ({stats['throughput']['source_seconds_per_s']} s of video per s)")
     return "\n".join(lines)

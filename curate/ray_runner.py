@@ -92,6 +92,12 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
     def finish_task(item: VideoItem, cfg: CurateConfig, stages: list[Stage]) -> dict:
         return finish_video(item, cfg, stages, work)
 
+    @ray.remote(num_cpus=cfg.runner.decode_cpus)
+    def whole_video_task(inp: VideoInput, cfg: CurateConfig, stages: list[Stage]) -> dict:
+        # no model stage: one task per video, so the decoded frames never leave the worker
+        item = decode_and_window(inp, cfg)
+        return finish_video(_run_cpu([item], stages, cfg.cascade)[0], cfg, stages, work)
+
     # one actor pool per model stage
     pools: list[list] = []
     for kind, group in rest:
@@ -115,6 +121,10 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
     rr = [0] * len(rest)
 
     def submit(batch: list[VideoInput]) -> None:
+        if not rest:
+            for inp in batch:
+                in_flight[whole_video_task.remote(inp, cfg_ref, stages_ref)] = inp
+            return
         refs = [decode_task.remote(inp, cfg_ref, first_cpu) for inp in batch]
         for si, (kind, group_stages) in enumerate(rest):
             if kind == "model":

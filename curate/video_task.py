@@ -233,13 +233,14 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
         try:
             apply_decisions(item.windows, stages)
             split = split_of(inp, cfg.shards.test_fraction)
-            segs = merge_windows(item.windows, split)
+            segs = [] if cfg.score_only else merge_windows(item.windows, split)
             members: list[tuple[str, bytes]] = []
             t0 = time.perf_counter()
             for seg in segs:
                 members.extend(encode_segment_members(seg, item.video, cfg, random_cols))
             item.timers["encode"] = StageTimer(time.perf_counter() - t0, 0, 1)
-            write_tar_atomic(work.staged_path(inp.video_id), members)
+            if segs:
+                write_tar_atomic(work.staged_path(inp.video_id), members)
             n_staged = len(segs)
         except Exception as e:
             item.status, item.error = "failed", f"finishing: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     newd = new.to_dict()
     default = CurateConfig().to_dict()
     # take from the new config only what it sets differently from the defaults, and never scoring settings
-    for key in ("stage_params", "balance", "shards", "stages"):
+    for key in ("stage_params", "balance", "shards", "stages", "report"):
         if newd[key] != default[key]:
             merged[key] = newd[key] if key != "stage_params" else {
                 k: {**base["stage_params"].get(k, {}), **v} for k, v in {**base["stage_params"], **newd[key]}.items()}
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: stage(s) {missing} were not run in {args.out}; their scores do not exist", file=sys.stderr)
         return 2
     merged["out"] = args.out
+    merged["score_only"] = newd["score_only"]  # refilter writes shards unless told score_only=true
     cfg = _from_dict(CurateConfig, merged)
     stages = build_stages(cfg, check=False)
     t0 = time.perf_counter()

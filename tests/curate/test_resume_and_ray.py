@@ -110,3 +110,22 @@ def test_changed_scoring_settings_refuse_to_mix_results(known_folder, tmp_path):
     run(load_config(None, base, src=str(known_folder), out=str(out)), progress=False)
     with pytest.raises(SystemExit, match="other settings"):
         run(load_config(None, base + ["windows.stride=1.0"], src=str(known_folder), out=str(out)), progress=False)
+
+
+def test_ray_actor_pool_runs_a_model_stage_batched_across_videos(known_folder, tmp_path):
+    """The actor-pool path (model stage between weight-free stages) on the embedded Ray cluster."""
+    base = ["balance.min_segments_per_class=0", "stages=pixel_diff,psync,amplitude", "allow_random_weights=true",
+            "psync.random_preset=tiny", "psync.checkpoint=''"]
+    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    run(load_config(None, base + ["runner.kind=local"], src=str(known_folder), out=str(local)), progress=False)
+    run(load_config(None, base + ["runner.kind=ray", "runner.num_cpus=2", "runner.model_batch_videos=2"],
+                    src=str(known_folder), out=str(ray_out)), progress=False)
+    wl, wr = _table(local, "windows", ["window_id"]), _table(ray_out, "windows", ["window_id"])
+    assert list(wl.window_id) == list(wr.window_id)
+    assert (wl.pixel_diff == wr.pixel_diff).all() and (wl.amplitude == wr.amplitude).all()
+    for w in (wl, wr):  # random init differs per process: check presence, range and the flag
+        assert w.psync_a2v.between(0, 1).all() and w.psync_v2a.between(0, 1).all()
+        assert set(w.random_weight_columns) == {"psync_a2v,psync_v2a"}
+    stats = json.loads((ray_out / "stats.json").read_text())
+    ps = next(s for s in stats["stages"] if s["name"] == "psync")
+    assert ps["run"] and ps["random_weights"] and ps["windows_scored"] == len(wr)
