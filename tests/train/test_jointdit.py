@@ -212,3 +212,35 @@ def test_train_resume_and_sample_writes_sounding_mp4(shard_dir, tiny_experts, tm
         adur = float(as_.duration * as_.time_base)
     assert n == 14 and float(vs.average_rate) == pytest.approx(7.0)
     assert adur == pytest.approx(2.0, abs=0.07)
+
+
+@pytest.mark.slow
+def test_overfitting_four_clips_halves_the_loss(shard_dir, tiny_experts, tmp_path):
+    """Cache latents of the 4 clips once, train on them, compare a fixed-noise evaluation loss."""
+    from train.cache_latents import cache_latents
+    from train.data import LatentClips, collate
+    from train.jointdit import added_time_ids, main as train_main
+
+    lat_dir = tmp_path / "latents"
+    cache_latents(str(shard_dir / "*.tar"), lat_dir, *tiny_experts, height=16, width=16)
+    batch = collate(list(LatentClips(str(lat_dir / "*.tar"), repeat=False)))
+    cond = Condition(batch["image_latents"], batch["image_embeds"], added_time_ids(4, 7.0, 127, 0.02, "cpu"))
+    d = JointDiffusion()
+
+    def eval_loss(model):
+        g = torch.Generator().manual_seed(123)
+        tot = 0.0
+        with torch.no_grad():
+            for u in (0.2, 0.4, 0.6, 0.8):
+                tot += d.training_losses(model.eval(), batch["video_latents"], batch["audio_latents"], cond,
+                                         t_uni=torch.full((4,), u), generator=g)["loss"].item()
+        return tot / 4
+
+    common = ["--latents", str(lat_dir / "*.tar"), "--out-dir", str(tmp_path / "run"), "--batch-size", "4",
+              "--no-progress", "--video-model", tiny_experts[0], "--audio-model", tiny_experts[1],
+              "--cond-drop", "0", "--lr", "3e-3", "--save-every", "1000", "--log-every", "20"]
+    r0 = train_main(common + ["--steps", "0"])
+    before = eval_loss(r0["model"])
+    r = train_main(common + ["--steps", "150"])
+    after = eval_loss(r["model"])
+    assert after < 0.5 * before, (before, after)
