@@ -26,11 +26,15 @@ class PixelDiff(Stage):
     max: float = 0.15
 
     def score(self, video: DecodedVideo, windows: Sequence[Window]) -> dict[str, np.ndarray]:
+        import cv2
+
         out = np.empty(len(windows))
+        size = video.frames[0].size
         for i, w in enumerate(windows):
             idx = uniform_frame_indices(video, w, self.num_frames)
-            f = video.frames[idx].astype(np.int16)
-            out[i] = np.abs(np.diff(f, axis=0)).mean() / 255.0
+            # exact integer sum of |f_i - f_{i-1}| (cv2.absdiff on uint8: ~3x faster than int16 numpy)
+            total = sum(int(cv2.absdiff(video.frames[a], video.frames[b]).sum(dtype=np.int64)) for a, b in zip(idx[:-1], idx[1:]))
+            out[i] = total / ((len(idx) - 1) * size * 255.0)
         return {"pixel_diff": out}
 
     def decide(self, scores):
