@@ -240,7 +240,7 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         "width": src_w,
         "height": src_h,
         "fps": round(src_fps, 4),
-        "rotation": rotation * 90,
+        "rotation": ((4 - rotation) % 4) * 90,  # clockwise display rotation, as phones' `rotate` tag
         "vfr": vfr,
         "video_codec": cc.name,
         "audio_rate": int(a_stream.codec_context.sample_rate) if a_stream else None,

@@ -52,6 +52,19 @@ def write_custom(path: Path, frames: np.ndarray | None, pts_ms: list[int] | None
     return path
 
 
+def rotate_mp4(src: Path, dst: Path) -> Path:
+    """Copy an mp4 setting its track matrix to a 90-degree clockwise display rotation (as phones write)."""
+    import struct
+
+    d = bytearray(src.read_bytes())
+    i = d.find(b"tkhd")
+    ver = d[i + 4]
+    off = i + 8 + (16 if ver == 1 else 8) + 8 + (8 if ver == 1 else 4) + 8 + 8
+    d[off : off + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    dst.write_bytes(bytes(d))
+    return dst
+
+
 @pytest.fixture(scope="session")
 def known_folder(tmp_path_factory) -> Path:
     """One video per known outcome (label = folder name)."""
@@ -76,6 +89,7 @@ def bad_folder(tmp_path_factory) -> Path:
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (root / "head_only.mp4").write_bytes(data[:200])
     syn.write_video(root / "no_audio.mp4", good, with_audio=False)
+    rotate_mp4(root / "good.mp4", root / "rotated.mp4")
     write_custom(root / "audio_only.mp4", None, None, good.audio)
     short, _ = syn.bouncing_video(2.0, seed=6)
     syn.write_video(root / "short.mp4", short)

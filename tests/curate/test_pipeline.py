@@ -102,6 +102,12 @@ def test_every_bad_input_is_recorded_and_the_run_completes(bad_folder, tmp_path)
     assert inputs.audio_rate["odd_audio"] == 22050 and inputs.audio_channels["odd_audio"] == 3
     assert bool(inputs.vfr["vfr"]) is True
     assert inputs.width["huge"] == 1920
+    assert st["rotated"] == "ok" and inputs.rotation["rotated"] == 90
+    segs = pq.read_table(out / "segments.parquet").to_pandas()
+    from curate.shards import iter_segments
+
+    rot = [s for s in iter_segments(str(out / "shards" / "*.tar")) if s.meta["video_id"] == "rotated"]
+    assert rot and rot[0].video.frames.shape[1] > rot[0].video.frames.shape[2]  # upright: portrait
 
 
 def test_real_media_runs_through(tmp_path):
