@@ -97,6 +97,8 @@ def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], Non
     plan = plan_run(cfg, stages)
     work = WorkDir(cfg.out)
     _check_fingerprint(cfg, work)
+    for tmp in work.videos.glob("*/.*.tmp*"):  # leftovers of a killed run (never a finished result)
+        tmp.unlink(missing_ok=True)
     for d in plan.todo:
         if d.reason:
             record_input_only(d.inp, d.reason, cfg, work)
