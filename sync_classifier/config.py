@@ -53,6 +53,11 @@ class ModelConfig:
     flattened time axis to embed_dim with a linear layer (keeps event timing explicit; used by the
     small/tiny CPU presets, see docs/sync_classifier.md)."""
 
+    embed_norm: bool = False
+    """BatchNorm1d (no affine) on each encoder's output before the head. Not in Table 1; the small/tiny
+    presets use it: without it, training from scratch sat at the ln(21) saddle (embeddings dominated
+    by a clip-independent component, so the head is locally additive and the InfoNCE gradient vanishes)."""
+
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
@@ -74,6 +79,9 @@ class TrainConfig:
     offset_step: float = 0.2
     """Training clips at offsets -2.0..+2.0 s (0.2 s steps)."""
     temperature: float = 0.1
+    warmup_easy_steps: int = 0
+    """Optional stage 1 (supplement Sec. 1.2): for the first N steps every clip of the batch is a
+    candidate (negatives from other instances too); afterwards only the instance's shifted clips."""
     batch_size: int = 32
     lr: float = 2e-4
     weight_decay: float = 0.01
@@ -122,6 +130,7 @@ def small() -> TrainConfig:
         video_channels=(12, 24, 48, 96),
         audio_channels=(12, 24, 48, 96),
         video_time_stride=1,
+        embed_norm=True,
         embed_dim=128,
         head_dims=(128, 64),
         temporal_pool="keep",
@@ -141,6 +150,7 @@ def tiny() -> TrainConfig:
         audio_channels=(4, 8, 8, 16),
         video_blocks=1,
         video_time_stride=1,
+        embed_norm=True,
         embed_dim=16,
         head_dims=(16, 8),
         temporal_pool="keep",

@@ -73,6 +73,7 @@ class VideoEncoder(nn.Module):
         self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
         if self.proj is None and c[-1] != cfg.embed_dim:
             raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")
+        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
 
     def features(self, x) -> list[torch.Tensor]:
         outs = [self.conv1(x)]
@@ -82,9 +83,8 @@ class VideoEncoder(nn.Module):
 
     def forward(self, x):
         h = self.features(x)[-1]
-        if self.proj is None:
-            return h.mean(dim=(2, 3, 4))
-        return self.proj(h.mean(dim=(3, 4)).flatten(1))
+        e = h.mean(dim=(2, 3, 4)) if self.proj is None else self.proj(h.mean(dim=(3, 4)).flatten(1))
+        return e if self.norm is None else self.norm(e)
 
 
 class AudioBlock(nn.Module):
@@ -119,6 +119,7 @@ class AudioEncoder(nn.Module):
         self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
         if self.proj is None and c[-1] != cfg.embed_dim:
             raise ValueError("temporal_pool='mean' needs audio_channels[-1] == embed_dim")
+        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
 
     def features(self, x) -> list[torch.Tensor]:
         outs = [self.conv1(x)]
@@ -128,9 +129,8 @@ class AudioEncoder(nn.Module):
 
     def forward(self, x):
         h = self.features(x)[-1]
-        if self.proj is None:
-            return h.mean(dim=(2, 3))
-        return self.proj(h.mean(dim=2).flatten(1))
+        e = h.mean(dim=(2, 3)) if self.proj is None else self.proj(h.mean(dim=2).flatten(1))
+        return e if self.norm is None else self.norm(e)
 
 
 class SyncHead(nn.Module):

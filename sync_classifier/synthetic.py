@@ -162,7 +162,7 @@ def make_sounding_video(
              wy=rng.uniform(0.3, 1.2), ph=rng.uniform(0, 6.3), cx=size * rng.uniform(0.3, 0.7), cy=size * rng.uniform(0.3, 0.7))
         for _ in range(int(rng.integers(0, 3)))
     ]
-    noise_amp = rng.uniform(0, 6)
+    noise_amp = rng.uniform(0, 3)
 
     frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
     for i, t in enumerate(times):
@@ -187,11 +187,12 @@ def make_sounding_video(
                     rx, ry = r * 1.3, r * 0.75
                     cy = floor_y - ry
             elif o["kind"] == "flash":
-                b = np.exp(-(t - tp) / 0.15) if np.isfinite(tp) else 0.0
+                b = np.exp(-(t - tp) / 0.2) if np.isfinite(tp) else 0.0
                 color = color * (1 - b) + 255.0 * b
                 rx = ry = r * (1 + 0.5 * b)
             elif o["kind"] == "strike":
-                f = float(np.clip(min(t - tp, tn - t) / 0.25, 0, 1))
+                # the striker is down on the plate at the event (a jump), then lifts over 0.3 s and waits
+                f = float(np.clip((t - tp) / 0.3, 0, 1)) if np.isfinite(tp) else 1.0
                 plate_y = floor_y
                 img[int(plate_y) - 2 : int(plate_y), int(cx - 2 * r) : int(cx + 2 * r)] = o["palette"][0]
                 cy = plate_y - 2 - r - f * o["amp"]
@@ -216,7 +217,7 @@ def make_sounding_video(
             audio[a : a + len(hit)] += hit * rng.uniform(0.5, 1.0)
     audio = audio[:n_samples]
     tt = np.arange(n_samples) / audio_rate
-    audio += rng.uniform(0, 0.15) * np.sin(2 * np.pi * rng.uniform(50, 300) * tt).astype(np.float32)
+    audio += rng.uniform(0, 0.1) * np.sin(2 * np.pi * rng.uniform(50, 300) * tt).astype(np.float32)
     audio += rng.uniform(0, 0.03) * rng.standard_normal(n_samples).astype(np.float32)
     audio *= rng.uniform(0.3, 0.9) / max(1e-6, float(np.abs(audio).max()))
 

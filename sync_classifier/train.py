@@ -32,11 +32,12 @@ log = logging.getLogger("sync_classifier.train")
 
 
 def train_step(model: SyncClassifier, batch: dict, opt: torch.optim.Optimizer, cfg: TrainConfig,
-               gen: torch.Generator | None = None) -> dict:
+               gen: torch.Generator | None = None, easy_negatives: bool = False) -> dict:
     """One optimisation step on a batch {'mel': [B, K, 1, F, T], 'frames': uint8 [B, K, T, S, S, 3]}.
 
     Each of the B*K audio and B*K video clips is encoded once; phi for all K x K pairs of an instance
-    comes from the head's split first layer (SyncHead.pairwise).
+    comes from the head's split first layer (SyncHead.pairwise). With easy_negatives (stage-1 warm-up)
+    the candidates are all B*K clips of the batch instead of the K of the instance.
     """
     mel, frames = batch["mel"], batch["frames"]
     b, k = mel.shape[:2]
@@ -45,8 +46,10 @@ def train_step(model: SyncClassifier, batch: dict, opt: torch.optim.Optimizer, c
     video = video_to_tensor(frames.reshape(b * k, *frames.shape[2:]), model.spec.image_size, flip=flip).to(dev)
     a = model.encode_audio(mel.reshape(b * k, *mel.shape[2:]).to(dev)).reshape(b, k, -1)
     v = model.encode_video(video).reshape(b, k, -1)
-    phi = model.head.pairwise(a, v)
-    loss, metrics = sync_infonce(phi, cfg.temperature)
+    if easy_negatives:
+        loss, metrics = sync_infonce(model.head.pairwise(a.reshape(1, b * k, -1), v.reshape(1, b * k, -1)), cfg.temperature)
+    else:
+        loss, metrics = sync_infonce(model.head.pairwise(a, v), cfg.temperature)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -150,7 +153,7 @@ def main(argv=None) -> Path:
     while step < cfg.steps and elapsed < limit:
         t0 = time.perf_counter()
         batch = next(data_iter)
-        m = train_step(model, batch, opt, cfg, gen)
+        m = train_step(model, batch, opt, cfg, gen, easy_negatives=step < cfg.warmup_easy_steps)
         step += 1
         dt = time.perf_counter() - t0
         elapsed += dt
