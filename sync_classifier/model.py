@@ -137,12 +137,16 @@ class SyncHead(nn.Module):
     """MLP on concat(audio, video): 2*embed -> head_dims... -> 1 (paper 1024 -> 512 -> 256 -> 1).
 
     The first layer is one Linear on the concatenation; `pairwise` splits its weight into the audio and
-    video halves so all K x K pairs cost one projection per clip plus a broadcast add.
+    video halves so all K x K pairs cost one projection per clip plus a broadcast add. With
+    head_fusion="concat_product" the input is [a, v, a * v] (3*embed).
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        dims = [2 * cfg.embed_dim, *cfg.head_dims]
+        self.product = cfg.head_fusion == "concat_product"
+        if cfg.head_fusion not in ("concat", "concat_product"):
+            raise ValueError(f"unknown head_fusion {cfg.head_fusion!r}")
+        dims = [(3 if self.product else 2) * cfg.embed_dim, *cfg.head_dims]
         self.embed_dim = cfg.embed_dim
         self.fc_in = nn.Linear(dims[0], dims[1])
         rest = []
@@ -153,14 +157,18 @@ class SyncHead(nn.Module):
 
     def forward(self, a, v):
         """Paired scores: a [..., D], v [..., D] -> phi [...]."""
-        return self.mlp(self.fc_in(torch.cat([a, v], dim=-1))).squeeze(-1)
+        x = [a, v, a * v] if self.product else [a, v]
+        return self.mlp(self.fc_in(torch.cat(x, dim=-1))).squeeze(-1)
 
     def pairwise(self, a, v):
         """All pairs: a [B, Ka, D], v [B, Kv, D] -> phi [B, Ka, Kv] (phi[b, i, j] = phi(a_i, v_j))."""
-        w_a, w_v = self.fc_in.weight[:, : self.embed_dim], self.fc_in.weight[:, self.embed_dim :]
+        d = self.embed_dim
+        w_a, w_v = self.fc_in.weight[:, :d], self.fc_in.weight[:, d : 2 * d]
         ha = a @ w_a.T
         hv = v @ w_v.T + self.fc_in.bias
         h = ha.unsqueeze(-2) + hv.unsqueeze(-3)
+        if self.product:
+            h = h + (a.unsqueeze(-2) * v.unsqueeze(-3)) @ self.fc_in.weight[:, 2 * d :].T
         return self.mlp(h).squeeze(-1)
 
 
