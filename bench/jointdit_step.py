@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--height", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from train.diffusion import Condition, JointDiffusion

@@ -1,4 +1,4 @@
-"""Encode shards' clips to VAE/CLIP latents once, so training reads latents (`--latents`) instead of
+r"""Encode shards' clips to VAE/CLIP latents once, so training reads latents (`--latents`) instead of
 decoding and encoding every step.
 
     python -m train.cache_latents --shards 'out/shards/*.tar' --out out/latents \

@@ -124,8 +124,13 @@ def clip_from_sample(sample: SegmentSample, spec: ClipSpec, rng: random.Random |
 class ShardClips(torch.utils.data.IterableDataset):
     """Endless (repeat=True) or single-pass stream of clips from curation shards."""
 
-    def __init__(self, patterns, spec: ClipSpec, shuffle: int = 0, repeat: bool = True, seed: int = 0):
-        self.patterns, self.spec, self.shuffle, self.repeat, self.seed = patterns, spec, shuffle, repeat, seed
+    def __init__(self, patterns, spec: ClipSpec, shuffle: int = 0, repeat: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        self.spec, self.shuffle, self.repeat, self.seed = spec, shuffle, repeat, seed
+        urls = expand_urls(patterns)
+        if world_size > 1 and len(urls) >= world_size:  # each process reads its own shards
+            urls = urls[rank::world_size]
+        self.patterns = urls
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()

@@ -1,4 +1,4 @@
-"""Train JointDiT on curated shards (or cached latents).
+r"""Train JointDiT on curated shards (or cached latents).
 
     python -m train.jointdit --shards 'out/shards/*.tar' --preset tiny --steps 200
     accelerate launch -m train.jointdit --shards ... --preset paper \
@@ -238,7 +238,8 @@ def main(argv=None) -> dict:
     if cfg.latents:
         ds = LatentClips(cfg.latents, repeat=True, shuffle=bool(cfg.shuffle), seed=cfg.seed)
     elif cfg.shards:
-        ds = ShardClips(cfg.shards, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed + acc.process_index)
+        ds = ShardClips(cfg.shards, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed + acc.process_index,
+                        rank=acc.process_index, world_size=acc.num_processes)
     else:
         raise SystemExit("give --shards or --latents")
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)

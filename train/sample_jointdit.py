@@ -1,4 +1,4 @@
-"""Animate and sound an image with a trained JointDiT checkpoint: writes a 2 s mp4 with its audio track.
+r"""Animate and sound an image with a trained JointDiT checkpoint: writes a 2 s mp4 with its audio track.
 
     python -m train.sample_jointdit --checkpoint out/jointdit/checkpoint-001000 --image first_frame.png \
         --out clip.mp4 --guidance jointcfg_star --scale 1.5 --steps 25
