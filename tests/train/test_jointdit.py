@@ -214,7 +214,6 @@ def test_train_resume_and_sample_writes_sounding_mp4(shard_dir, tiny_experts, tm
     assert adur == pytest.approx(2.0, abs=0.07)
 
 
-@pytest.mark.slow
 def test_overfitting_four_clips_halves_the_loss(shard_dir, tiny_experts, tmp_path):
     """Cache latents of the 4 clips once, train on them, compare a fixed-noise evaluation loss."""
     from train.cache_latents import cache_latents
@@ -241,6 +240,7 @@ def test_overfitting_four_clips_halves_the_loss(shard_dir, tiny_experts, tmp_pat
               "--cond-drop", "0", "--lr", "3e-3", "--save-every", "1000", "--log-every", "20"]
     r0 = train_main(common + ["--steps", "0"])
     before = eval_loss(r0["model"])
-    r = train_main(common + ["--steps", "150"])
+    r = train_main(common + ["--steps", "120"])
     after = eval_loss(r["model"])
     assert after < 0.5 * before, (before, after)
+    assert r["history"][-1]["steps_per_s"] > 0
