@@ -214,14 +214,32 @@ def test_train_resume_and_sample_writes_sounding_mp4(shard_dir, tiny_experts, tm
     assert adur == pytest.approx(2.0, abs=0.07)
 
 
-def test_overfitting_four_clips_halves_the_loss(shard_dir, tiny_experts, tmp_path):
-    """Cache latents of the 4 clips once, train on them, compare a fixed-noise evaluation loss."""
+@pytest.fixture(scope="module")
+def latent_dir(shard_dir, tiny_experts, tmp_path_factory):
     from train.cache_latents import cache_latents
+
+    d = tmp_path_factory.mktemp("latents")
+    assert len(cache_latents(str(shard_dir / "*.tar"), d, *tiny_experts, height=16, width=16)) == 1
+    return d
+
+
+def test_gradient_checkpointing_gives_the_same_training_step(latent_dir, tiny_experts, tmp_path):
+    from train.jointdit import main as train_main
+
+    common = ["--latents", str(latent_dir / "*.tar"), "--batch-size", "2", "--no-progress", "--steps", "2",
+              "--video-model", tiny_experts[0], "--audio-model", tiny_experts[1], "--shuffle", "0"]
+    a = train_main(common + ["--out-dir", str(tmp_path / "a")])["history"]
+    b = train_main(common + ["--out-dir", str(tmp_path / "b"), "--gradient-checkpointing"])["history"]
+    assert [h["loss"] for h in a] == pytest.approx([h["loss"] for h in b], rel=1e-4)
+
+
+def test_overfitting_four_clips_halves_the_loss(latent_dir, tiny_experts, tmp_path):
+    """Latents of the 4 test-shard clips cached once (train.cache_latents), train on them, compare a
+    fixed-noise evaluation loss before and after."""
     from train.data import LatentClips, collate
     from train.jointdit import added_time_ids, main as train_main
 
-    lat_dir = tmp_path / "latents"
-    cache_latents(str(shard_dir / "*.tar"), lat_dir, *tiny_experts, height=16, width=16)
+    lat_dir = latent_dir
     batch = collate(list(LatentClips(str(lat_dir / "*.tar"), repeat=False)))
     cond = Condition(batch["image_latents"], batch["image_embeds"], added_time_ids(4, 7.0, 127, 0.02, "cpu"))
     d = JointDiffusion()
