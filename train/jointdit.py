@@ -236,7 +236,7 @@ def main(argv=None) -> dict:
 
     spec = spec_for(cfg)
     if cfg.latents:
-        ds = LatentClips(cfg.latents, repeat=True, shuffle=bool(cfg.shuffle), seed=cfg.seed)
+        ds = LatentClips(cfg.latents, repeat=True, shuffle=bool(cfg.shuffle), seed=cfg.seed + acc.process_index)
     elif cfg.shards:
         ds = ShardClips(cfg.shards, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed + acc.process_index,
                         rank=acc.process_index, world_size=acc.num_processes)

@@ -262,3 +262,15 @@ def test_overfitting_four_clips_halves_the_loss(latent_dir, tiny_experts, tmp_pa
     after = eval_loss(r["model"])
     assert after < 0.5 * before, (before, after)
     assert r["history"][-1]["steps_per_s"] > 0
+
+
+def test_config_file_with_cli_overrides(tmp_path):
+    from train.jointdit import parse_args
+
+    cfg, _ = parse_args(["--config", "train/configs/jointdit_paper.yaml", "--steps", "5", "--no-gradient-checkpointing"])
+    assert (cfg.preset, cfg.steps, cfg.gradient_checkpointing, cfg.mixed_precision) == ("paper", 5, False, "bf16")
+    assert cfg.num_workers == 4  # preset default filled in
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stepz": 3}')
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(bad)])
