@@ -185,7 +185,7 @@ def load_checkpoint(path: str | Path, dtype=torch.float32):
     if missing:
         raise KeyError(f"checkpoint has unknown parameters: {sorted(missing)[:5]}")
     model.load_state_dict(sd, strict=False)
-    return model.to(dtype), frozen, state
+    return (model if dtype == torch.float32 else model.to(dtype)), frozen, state
 
 
 # -------------------------------------------------------------------------------------------- main
