@@ -1,9 +1,9 @@
 """Train the sync classifier: 21-offset symmetric InfoNCE (supplement Sec. 1.2).
 
     python -m sync_classifier.train                               # small preset, synthetic videos
-    python -m sync_classifier.train --preset small --out runs/sync_small --max-minutes 30
+    python -m sync_classifier.train --preset small --out out/sync_small --max-minutes 30
     python -m sync_classifier.train --shards 'out/shards/*.tar' --preset paper --init-avid avid.pth
-    python -m sync_classifier.train --resume runs/sync_small       # continue the same run
+    python -m sync_classifier.train --resume out/sync_small       # continue the same run
 
 The run folder holds config.json + model.safetensors (the model, loadable with
 SyncClassifier.from_pretrained / SyncScorer.from_pretrained), train_state.pt (optimizer, step,
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     src.add_argument("--videos", help="train on a folder of sounding videos (each >= 6 s)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model/training size (default small)")
     p.add_argument("--config", help="yaml/json file with TrainConfig fields (nested 'model'/'spec'); CLI flags override it")
-    p.add_argument("--out", default="runs/sync_classifier", help="run folder (checkpoints, logs)")
+    p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoints, logs)")
     p.add_argument("--resume", help="run folder to continue (its saved config is used; --steps/--max-minutes may extend it)")
     p.add_argument("--init-avid", help="AVID-CMA checkpoint: initialise the audio/video encoders where keys and shapes match")
     p.add_argument("--steps", type=int)
