@@ -44,3 +44,20 @@ def test_train_cli_on_shards_with_config_file(tmp_path):
     assert state["source"] == "shards" and state["config"]["batch_size"] == 2 and state["config"]["lr"] == 0.0005
     m = SyncClassifier.from_pretrained(out)
     assert m.config.head_dims == (8, 4)
+
+
+def test_train_cli_on_video_folder_with_avid_init(tmp_path, tiny_cfg, caplog):
+    from sync_classifier import write_synthetic_folder
+
+    write_synthetic_folder(tmp_path / "videos", 1, seed=77, duration=6.6, size=32)
+    torch.manual_seed(5)
+    src = SyncClassifier(tiny_cfg.model)
+    avid = {f"module.audio_model.{k}": v for k, v in src.audio_encoder.state_dict().items() if not k.startswith(("proj.", "norm."))}
+    torch.save({"model": avid}, tmp_path / "avid.pth")
+    out = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        main(["--preset", "tiny", "--videos", str(tmp_path / "videos"), "--init-avid", str(tmp_path / "avid.pth"),
+              "--steps", "1", "--batch-size", "1", "--out", str(out), "--no-progress"])
+    assert any("AVID init: loaded %d" % len(avid) in r.getMessage() for r in caplog.records)
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert state["source"] == "videos" and state["step"] == 1
