@@ -119,3 +119,20 @@ def test_load_avid_maps_encoder_keys(tmp_path, tiny_cfg):
     assert torch.equal(dst.video_encoder.conv3x[0].spt_conv1.weight, src.video_encoder.conv3x[0].spt_conv1.weight)
     assert torch.equal(dst.audio_encoder.block2.bn1.running_mean, src.audio_encoder.block2.bn1.running_mean)
     assert not torch.equal(dst.video_encoder.conv1[0].weight, src.video_encoder.conv1[0].weight)
+
+
+def test_paper_preset_gradients_reach_every_parameter():
+    """Table-1-sized model (paper preset); only the input is smaller (64 px) to keep the test fast."""
+    cfg = paper()
+    cfg.model.spec.image_size = 64
+    torch.manual_seed(0)
+    model = SyncClassifier(cfg.model)
+    s = cfg.model.spec
+    batch = {
+        "mel": torch.randn(1, 3, 1, s.n_mels, s.mel_frames),
+        "frames": torch.randint(0, 256, (1, 3, s.num_frames, 64, 64, 3), dtype=torch.uint8),
+    }
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    train_step(model, batch, opt, cfg)
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
