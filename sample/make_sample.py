@@ -1,14 +1,22 @@
-"""Regenerate the synthetic part of the embedded sample set (deterministic): python sample/make_sample.py"""
+"""Regenerate the synthetic part of the embedded sample set (deterministic): python sample/make_sample.py
+
+- strikes00N: the sync classifier's synthetic sounding videos (objects that strike, bounce, flash or change
+  shape exactly when a real drum hit or a synthesized hit sounds): synchronized by construction.
+- cutshots000: two shots joined by a hard cut; stillimage0: a still picture with clicks; silentball0: a
+  bouncing disc without sound. Each should fail a different filter.
+"""
 
 from pathlib import Path
 
 from curate import synthetic as syn
+from sync_classifier.synthetic import make_sounding_video
 
 HERE = Path(__file__).parent / "videos"
 
 if __name__ == "__main__":
     for i in range(3):
-        syn.write_video(HERE / f"bouncing{i:03d}_000000.mp4", syn.bouncing_video(8.0, size=(144, 256), fps=15.0, seed=i, period=0.4 + 0.15 * i)[0])
+        video, _ = make_sounding_video(seed=1000 + i, duration=8.0, size=160, fps=24.0)
+        syn.write_video(HERE / f"strikes{i:03d}0_000000.mp4", video)
     syn.write_video(HERE / "cutshots000_000000.mp4", syn.cut_video(9.0, cut_at=4.5, size=(144, 256), fps=15.0, seed=7))
     syn.write_video(HERE / "stillimage0_000000.mp4", syn.static_video(5.0, size=(144, 256), fps=15.0, seed=8))
     syn.write_video(HERE / "silentball0_000000.mp4", syn.bouncing_video(5.0, size=(144, 256), fps=15.0, seed=9, silent=True)[0])
