@@ -89,15 +89,46 @@ def _target_size(w: int, h: int, short_side: int) -> tuple[int, int]:
     return max(2, tw - tw % 2), max(2, th - th % 2)
 
 
-def to_rgb(frame, width: int, height: int) -> np.ndarray:
+def to_rgb(frame, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
     """Scale in YUV with swscale, convert to RGB with OpenCV: ~1.5x faster than swscale's RGB path
-    (mean difference 0.04 levels)."""
+    (mean difference 0.04 levels). Writes into `out` ([height, width, 3] uint8) when given."""
     import cv2
 
     if frame.format.name != "yuv420p" or width % 2 or height % 2:
-        return frame.to_ndarray(format="rgb24", width=width, height=height)
+        img = frame.to_ndarray(format="rgb24", width=width, height=height)
+        if out is None:
+            return img
+        out[...] = img
+        return out
     yuv = frame.reformat(width=width, height=height, format="yuv420p").to_ndarray()
-    return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)
+    return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420, dst=out)
+
+
+class _FrameBuffer:
+    """A growable [N, H, W, 3] uint8 array: frames are written in place (no per-frame list + stack copy)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(1, capacity)
+        self.data: np.ndarray | None = None
+        self.n = 0
+
+    def slot(self, h: int, w: int) -> np.ndarray:
+        if self.data is None:
+            self.data = np.empty((self.capacity, h, w, 3), np.uint8)
+        if self.n == self.data.shape[0]:
+            grown = np.empty((self.data.shape[0] * 2, h, w, 3), np.uint8)
+            grown[: self.n] = self.data
+            self.data = grown
+        return self.data[self.n]
+
+    def repeat_last(self, upto: int) -> None:
+        while self.n < upto:
+            src = self.data[self.n - 1]
+            self.slot(*src.shape[:2])[...] = self.data[self.n - 1]
+            self.n += 1
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.n]
 
 
 def _rotation(stream, frame) -> int:
@@ -157,7 +188,7 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         raise MediaError("no audio track")
 
     streams = [vs] + ([a_stream] if a_stream is not None else [])
-    frames: list[np.ndarray] = []
+    frames = _FrameBuffer(int(math.ceil((declared or 10.0) * fps)) + 2)
     pending = None  # (time, frame) of the last decoded video frame not yet written to all its slots
     t0v = None
     deltas: list[float] = []
@@ -172,21 +203,21 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         # write `pending` into every grid slot k with k/fps < t_next
         nonlocal size, rotation
         t, fr = pending
-        k_end = math.ceil((t_next - t0v) * fps - 1e-6)
-        if k_end <= len(frames):
+        k_end = min(math.ceil((t_next - t0v) * fps - 1e-6), max_frames)
+        if k_end <= frames.n:
             return
         if size is None:
             rotation = _rotation(vs, fr)
             w, h = (src_h, src_w) if rotation % 2 else (src_w, src_h)
             size = _target_size(w, h, cfg.short_side)
-        tw, th = size
-        if rotation % 2:
-            tw, th = th, tw
-        img = to_rgb(fr, tw, th)
+        tw, th = size  # upright size
         if rotation:
-            img = np.ascontiguousarray(np.rot90(img, k=rotation))
-        while len(frames) < min(k_end, max_frames):
-            frames.append(img)
+            sw, sh = (th, tw) if rotation % 2 else (tw, th)
+            frames.slot(th, tw)[...] = np.rot90(to_rgb(fr, sw, sh), k=rotation)
+        else:
+            to_rgb(fr, tw, th, out=frames.slot(th, tw))
+        frames.n += 1
+        frames.repeat_last(k_end)
 
     try:
         for packet in container.demux(streams):
@@ -223,7 +254,7 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         for out in resampler.resample(None):
             audio_chunks.append(out.to_ndarray().reshape(-1))
 
-    video = np.stack(frames)
+    video = frames.array()
     audio = None
     if a_stream is not None:
         audio = np.concatenate(audio_chunks).astype(np.float32) if audio_chunks else np.zeros(0, np.float32)
