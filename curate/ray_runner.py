@@ -78,39 +78,53 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
     first_cpu = steps[0][1] if steps and steps[0][0] == "cpu" else []
     rest = steps[1:] if first_cpu else steps
 
-    @ray.remote(num_cpus=cfg.runner.decode_cpus)
-    def decode_task(inp: VideoInput, cfg: CurateConfig, cpu_stages: list[Stage]) -> VideoItem:
-        item = decode_and_window(inp, cfg)
-        return _run_cpu([item], cpu_stages, cfg.cascade)[0]
-
-    @ray.remote(num_cpus=cfg.runner.decode_cpus)
-    def cpu_task(cfg: CurateConfig, cpu_stages: list[Stage], *items: VideoItem):
-        out = _run_cpu(list(items), cpu_stages, cfg.cascade)
-        return out if len(out) > 1 else out[0]
-
-    @ray.remote(num_cpus=cfg.runner.decode_cpus)
-    def finish_task(item: VideoItem, cfg: CurateConfig, stages: list[Stage]) -> dict:
-        return finish_video(item, cfg, stages, work)
-
-    @ray.remote(num_cpus=cfg.runner.decode_cpus)
-    def whole_video_task(inp: VideoInput, cfg: CurateConfig, stages: list[Stage]) -> dict:
-        # no model stage: one task per video, so the decoded frames never leave the worker
-        item = decode_and_window(inp, cfg)
-        return finish_video(_run_cpu([item], stages, cfg.cascade)[0], cfg, stages, work)
-
-    # one actor pool per model stage
-    pools: list[list] = []
+    # one actor pool per model stage; CPU shares fitted to the cluster so tasks can always run
+    total_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    task_cpus = min(cfg.runner.decode_cpus, max(total_cpus / 2, 0.1))
+    plan = []
     for kind, group in rest:
         if kind != "model":
-            pools.append([])
+            plan.append(None)
             continue
         s = group[0]
         # the driver may have no GPU while the workers do: give GPU-capable model stages a GPU share
         if ray.cluster_resources().get("GPU", 0) and s.resources.num_gpus == 0 and getattr(s, "device", "cpu") in ("auto", "cuda"):
             s.resources.num_gpus = 0.25
         size = int((cfg.stage_params.get(s.name) or {}).get("actors", 0)) or _default_pool_size(s, ray)
-        cls = ray.remote(num_cpus=s.resources.num_cpus, num_gpus=s.resources.num_gpus)(StageActor)
+        plan.append((s, size))
+    demand = sum(size * s.resources.num_cpus for s, size in filter(None, plan))
+    scale = min(1.0, (total_cpus - task_cpus) / demand) if demand else 1.0
+    if scale < 1.0:
+        log.warning("model actors ask for %.2f of %.0f CPUs; scaling their CPU shares by %.2f so that decode "
+                    "tasks (%.2f CPU each) can still be scheduled", demand, total_cpus, scale, task_cpus)
+    pools: list[list] = []
+    for entry in plan:
+        if entry is None:
+            pools.append([])
+            continue
+        s, size = entry
+        cls = ray.remote(num_cpus=s.resources.num_cpus * scale, num_gpus=s.resources.num_gpus)(StageActor)
         pools.append([cls.remote(s, cfg.cascade) for _ in range(size)])
+
+    @ray.remote(num_cpus=task_cpus)
+    def decode_task(inp: VideoInput, cfg: CurateConfig, cpu_stages: list[Stage]) -> VideoItem:
+        item = decode_and_window(inp, cfg)
+        return _run_cpu([item], cpu_stages, cfg.cascade)[0]
+
+    @ray.remote(num_cpus=task_cpus)
+    def cpu_task(cfg: CurateConfig, cpu_stages: list[Stage], *items: VideoItem):
+        out = _run_cpu(list(items), cpu_stages, cfg.cascade)
+        return out if len(out) > 1 else out[0]
+
+    @ray.remote(num_cpus=task_cpus)
+    def finish_task(item: VideoItem, cfg: CurateConfig, stages: list[Stage]) -> dict:
+        return finish_video(item, cfg, stages, work)
+
+    @ray.remote(num_cpus=task_cpus)
+    def whole_video_task(inp: VideoInput, cfg: CurateConfig, stages: list[Stage]) -> dict:
+        # no model stage: one task per video, so the decoded frames never leave the worker
+        item = decode_and_window(inp, cfg)
+        return finish_video(_run_cpu([item], stages, cfg.cascade)[0], cfg, stages, work)
 
     cfg_ref = ray.put(cfg)
     stages_ref = ray.put(stages)
