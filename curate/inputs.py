@@ -38,6 +38,11 @@ class ClassAllowList:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ClassAllowList":
+        """A file with one class per line, or a shipped list by name: `vggss` (the 149 VGGSS classes of the
+        AVSync15 supplement, its spelling kept) or `avsync15` (the 15 AVSync15 classes)."""
+        shipped = Path(__file__).parent / "classes" / f"{path}_classes.txt"
+        if str(path) in ("vggss", "avsync15") and shipped.is_file():
+            path = shipped
         return cls(Path(path).read_text().splitlines())
 
     def match(self, label: str | None) -> str | None:

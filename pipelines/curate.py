@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: out); rerunning with the same --out resumes")
     p.add_argument("--config", help="YAML/JSON config file (CLI values and overrides win)")
     p.add_argument("--csv", help="VGGSound-format CSV: youtube_id,start_seconds,label,split")
-    p.add_argument("--classes", help="class allow-list file, one class per line (preliminary curation)")
+    p.add_argument("--classes", help="class allow-list (preliminary curation): a file with one class per line, or "
+                   "`vggss` (the 149 VGGSS classes) / `avsync15` (the 15 AVSync15 classes), shipped")
     p.add_argument("--stages", help=f"comma-separated filter stages in order (default: pixel_diff,amplitude; paper: {','.join(PAPER_STAGES)})")
     p.add_argument("--limit", type=int, help="process only the first N inputs (sorted by path)")
     p.add_argument("--address", help="join an existing Ray cluster (e.g. auto or ray://host:10001); default: embedded local Ray")
