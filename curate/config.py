@@ -119,21 +119,30 @@ def _from_dict(cls, data: dict):
     return cls(**kwargs)
 
 
-STAGE_KEYS = ("pixel_diff", "amplitude", "clip_diff", "imagebind", "psync")
+def _merge(into: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+    return into
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **explicit: Any) -> CurateConfig:
-    """Defaults <- config file <- explicit keyword values <- `key=value` overrides (dotted keys).
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                **explicit: Any) -> CurateConfig:
+    """Defaults <- `base` (a saved config dict) <- config file <- explicit keyword values <- `key=value`
+    overrides (dotted keys).
 
     A top-level key naming a stage (e.g. `pixel_diff: {min: 0.02}` or `pixel_diff.min=0.02`) is a
     shorthand for `stage_params.<stage>`.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
     if path:
         text = Path(path).read_text()
-        data = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
-        if not isinstance(data, dict):
+        loaded = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
+        if not isinstance(loaded, dict):
             raise ValueError(f"config {path} must be a mapping")
+        _merge(data, loaded)
     for k, v in explicit.items():
         if v is not None:
             _set_dotted(data, k, v)
@@ -147,7 +156,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     _import_builtin_stages()
     sp = data.setdefault("stage_params", {})
     for k in list(data):
-        if k in STAGE_REGISTRY or k in STAGE_KEYS:
+        if k in STAGE_REGISTRY:
             sp.setdefault(k, {}).update(data.pop(k) or {})
     if isinstance(data.get("stages"), str):
         data["stages"] = [s.strip() for s in data["stages"].split(",") if s.strip()]

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.config import CurateConfig
-from curate.records import Segment, VideoInput, Window, stable_fraction
+from curate.media import DecodedVideo, decode_video
+from curate.records import Segment, Window, stable_fraction
 from curate.shards import SHARD_PATTERN, read_tar_members, write_tar_atomic
 from curate.stage import Stage, all_columns
 from curate.video_task import WorkDir, apply_decisions, encode_segment_members
@@ -49,10 +50,6 @@ def load_video_results(work: WorkDir) -> tuple[list[dict], dict[str, list[Window
         ]
     statuses.sort(key=lambda s: s["video_id"])
     return statuses, windows
-
-
-def _score_table_columns() -> list[str]:
-    return all_columns()
 
 
 def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.0, source_media_fallback: bool = True) -> RunResult:
@@ -87,7 +84,7 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
     kept_segments = [s for s in segments if s.kept]
     per_class_after = Counter(s.label for s in kept_segments)
 
-    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback, stages)
+    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback)
     _write_windows_table(out / "windows.parquet", all_windows, random_cols)
     _write_segments_table(out / "segments.parquet", segments)
     _write_inputs_table(out / "inputs.parquet", statuses, windows_by_video)
@@ -100,7 +97,7 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], random_cols, fallback: bool, stages) -> list[Path]:
+def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], random_cols, fallback: bool) -> list[Path]:
     """Pack kept segments into `shards/{split}-{i:06d}.tar` in a deterministic, class-mixed order.
 
     Media comes from the per-video staged tars (no decoding). A segment not staged there (thresholds
@@ -112,8 +109,8 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], rand
     for s in segments:
         by_split[s.split].append(s)
     written: list[Path] = []
-    staged_cache: dict[str, dict[str, bytes]] = {}
-    recut_cache: dict[str, dict[str, bytes]] = {}
+    staged_cache: dict[str, dict[str, bytes]] = {}  # one video at a time: a video's segments are adjacent
+    source_cache: dict[str, DecodedVideo] = {}
 
     def members_for(seg: Segment) -> list[tuple[str, bytes]]:
         vid = seg.video_id
@@ -128,16 +125,16 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], rand
             return [(n, _restamp_json(n, staged[n], seg)) for n in names]
         if not fallback:
             raise RuntimeError(f"segment {key} is not staged and re-cutting from source is disabled")
-        if vid not in recut_cache:
-            recut_cache.clear()
-            recut_cache[vid] = _recut_video(cfg, seg, random_cols)
-        return [(n, _restamp_json(n, recut_cache[vid][n], seg)) for n in names]
+        if vid not in source_cache:  # decode the source once for all of its segments that were not staged
+            source_cache.clear()
+            source_cache[vid] = decode_video(seg.path, cfg.decode)
+        recut = encode_segment_members(seg, source_cache[vid], cfg, random_cols)
+        return [(n, _restamp_json(n, data, seg)) for n, data in recut]
 
     per_shard = max(1, cfg.shards.samples_per_shard)
     for split in sorted(by_split):
-        segs = sorted(by_split[split], key=lambda s: (s.video_id, s.start))
-        # group by video so each staged tar is read once per shard, shards mixed by a stable hash of the video
-        segs.sort(key=lambda s: (stable_fraction(s.video_id), s.video_id, s.start))
+        # grouped by video (each staged tar is read once), shards mixed by a stable hash of the video
+        segs = sorted(by_split[split], key=lambda s: (stable_fraction(s.video_id), s.video_id, s.start))
         for i in range(0, len(segs), per_shard):
             path = shard_dir / SHARD_PATTERN.format(split=split, index=i // per_shard)
             members: list[tuple[str, bytes]] = []
@@ -165,19 +162,11 @@ def _restamp_json(name: str, data: bytes, seg: Segment) -> bytes:
     return json.dumps(meta, sort_keys=True).encode()
 
 
-def _recut_video(cfg: CurateConfig, seg: Segment, random_cols) -> dict[str, bytes]:
-    """Decode a source video again to cut segments that were not staged (refilter with looser thresholds)."""
-    from curate.media import decode_video
-
-    video = decode_video(seg.path, cfg.decode)
-    return dict(encode_segment_members(seg, video, cfg, random_cols))
-
-
 # ------------------------------------------------------------------------------------------- manifests
 
 
 def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], random_cols: list[str]) -> None:
-    cols = _score_table_columns()
+    cols = all_columns()
     data: dict[str, list] = {k: [] for k in ("video_id", "window_id", "path", "scene", "start", "end", "label",
                                              "split", "kept", "drop_reason", "drop_reasons")}
     for c in cols:
@@ -209,7 +198,7 @@ def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], random_col
 
 
 def _write_segments_table(path: Path, segments: list[Segment]) -> None:
-    cols = _score_table_columns()
+    cols = all_columns()
     data: dict[str, list] = {k: [] for k in ("segment_id", "video_id", "path", "scene", "start", "end", "duration",
                                              "label", "split", "num_windows", "kept", "drop_reason")}
     for c in cols:

@@ -33,10 +33,9 @@ SCORING_KEYS = ("decode", "scenes", "windows", "cascade", "src", "csv", "classes
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import yaml
-
-    from curate.config import _from_dict, _set_dotted, load_config, CurateConfig
+    from curate.config import load_config
     from curate.finalize import finalize
+    from curate.report import write_report
     from curate.runner import build_stages
 
     saved = Path(args.out) / "work" / "config.json"
@@ -44,38 +43,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {saved} not found: is --out a finished curation run?", file=sys.stderr)
         return 2
     base = json.loads(saved.read_text())
-    new = load_config(args.config, args.overrides,
-                      **{"balance.min_segments_per_class": args.min_segments_per_class})
-    merged = dict(base)
-    newd = new.to_dict()
-    default = CurateConfig().to_dict()
-    # take from the new config only what it sets differently from the defaults, and never scoring settings
-    for key in ("stage_params", "balance", "shards", "stages", "report"):
-        if newd[key] != default[key]:
-            merged[key] = newd[key] if key != "stage_params" else {
-                k: {**base["stage_params"].get(k, {}), **v} for k, v in {**base["stage_params"], **newd[key]}.items()}
+    base["score_only"] = False  # refilter writes shards unless told score_only=true
+    try:
+        cfg = load_config(args.config, args.overrides, base=base, out=args.out,
+                          **{"balance.min_segments_per_class": args.min_segments_per_class})
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    new = cfg.to_dict()
     for key in SCORING_KEYS:
-        if newd[key] != default[key] and newd[key] != base[key]:
+        if new[key] != base[key]:
             print(f"error: `{key}` changes how windows are scored; refilter cannot change it (run curate again)", file=sys.stderr)
             return 2
-    missing = [s for s in merged["stages"] if s not in base["stages"]]
+    missing = [s for s in cfg.stages if s not in base["stages"]]
     if missing:
         print(f"error: stage(s) {missing} were not run in {args.out}; their scores do not exist", file=sys.stderr)
         return 2
-    merged["out"] = args.out
-    merged["score_only"] = newd["score_only"]  # refilter writes shards unless told score_only=true
-    cfg = _from_dict(CurateConfig, merged)
     stages = build_stages(cfg, check=False)
     t0 = time.perf_counter()
     result = finalize(cfg, stages, run_seconds=0.0, source_media_fallback=not args.no_recut)
-    from curate.report import write_report
-
     write_report(Path(cfg.out))
-    (Path(args.out) / "work" / "refilter.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
+    (Path(args.out) / "work" / "refilter.json").write_text(json.dumps(new, indent=2, sort_keys=True, default=str))
     print(result.summary())
     print(f"refiltered in {time.perf_counter() - t0:.1f} s; outputs in {args.out}/")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -129,3 +129,18 @@ def test_ray_actor_pool_runs_a_model_stage_batched_across_videos(known_folder, t
     stats = json.loads((ray_out / "stats.json").read_text())
     ps = next(s for s in stats["stages"] if s["name"] == "psync")
     assert ps["run"] and ps["random_weights"] and ps["windows_scored"] == len(wr)
+
+
+def test_refilter_recuts_several_unstaged_segments_of_one_video(known_folder, tmp_path):
+    """Tight first run (the cut video's two scenes are dropped, so nothing of it is staged), then refilter
+    back to the defaults: both of its segments are cut again from one decode, equal to a default run."""
+    default, tight = tmp_path / "default", tmp_path / "tight"
+    base = ["runner.kind=local", "balance.min_segments_per_class=0"]
+    run(load_config(None, base, src=str(known_folder), out=str(default)), progress=False)
+    run(load_config(None, base + ["pixel_diff.max=0.015"], src=str(known_folder), out=str(tight)), progress=False)
+    assert not _table(tight, "segments", ["segment_id"]).video_id.eq("cut_000000").any()
+    from pipelines.refilter import main as refilter
+
+    assert refilter(["--out", str(tight), "pixel_diff.max=0.15"]) == 0  # back to the default value
+    assert_same_outputs(default, tight)
+    assert _table(tight, "segments", ["segment_id"]).video_id.eq("cut_000000").sum() == 2
