@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from curate.config import CurateConfig
 from curate.records import VideoInput
 from curate.stage import Stage
-from curate.video_task import VideoItem, WorkDir, decode_and_window, finish_video, run_stage_on_items
+from curate.video_task import VideoItem, WorkDir, decode_and_window, finish_video, run_stage_on_items, run_stages
 
 log = logging.getLogger("curate")
 
@@ -33,13 +33,6 @@ def _chain_plan(stages: Sequence[Stage]) -> list[tuple[str, list[Stage]]]:
         else:
             steps.append(("cpu", [s]))
     return steps
-
-
-def _run_cpu(items: list[VideoItem], stages: list[Stage], cascade: bool) -> list[VideoItem]:
-    for s in stages:
-        for it in items:
-            run_stage_on_items(s, [it], cascade)
-    return items
 
 
 class StageActor:
@@ -109,11 +102,11 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
     @ray.remote(num_cpus=task_cpus)
     def decode_task(inp: VideoInput, cfg: CurateConfig, cpu_stages: list[Stage]) -> VideoItem:
         item = decode_and_window(inp, cfg)
-        return _run_cpu([item], cpu_stages, cfg.cascade)[0]
+        return run_stages([item], cpu_stages, cfg.cascade)[0]
 
     @ray.remote(num_cpus=task_cpus)
     def cpu_task(cfg: CurateConfig, cpu_stages: list[Stage], *items: VideoItem):
-        out = _run_cpu(list(items), cpu_stages, cfg.cascade)
+        out = run_stages(list(items), cpu_stages, cfg.cascade)
         return out if len(out) > 1 else out[0]
 
     @ray.remote(num_cpus=task_cpus)
@@ -124,7 +117,7 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
     def whole_video_task(inp: VideoInput, cfg: CurateConfig, stages: list[Stage]) -> dict:
         # no model stage: one task per video, so the decoded frames never leave the worker
         item = decode_and_window(inp, cfg)
-        return finish_video(_run_cpu([item], stages, cfg.cascade)[0], cfg, stages, work)
+        return finish_video(run_stages([item], stages, cfg.cascade)[0], cfg, stages, work)
 
     cfg_ref = ray.put(cfg)
     stages_ref = ray.put(stages)
@@ -162,9 +155,7 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], o
             try:
                 on_done(ray.get(r))
             except Exception as e:  # a worker crash (OOM kill, segfault in a decoder): record, go on
-                from curate.video_task import VideoItem as _VI
-
-                item = _VI(inp, status="failed", error=f"worker error: {type(e).__name__}: {str(e)[:500]}")
+                item = VideoItem(inp, status="failed", error=f"worker error: {type(e).__name__}: {str(e)[:500]}")
                 on_done(finish_video(item, cfg, stages, work))
 
 

@@ -17,7 +17,7 @@ from curate.config import CurateConfig
 from curate.finalize import RunResult, finalize
 from curate.inputs import ClassAllowList, InputDecision, discover
 from curate.stage import Stage, build_stage
-from curate.video_task import WorkDir, decode_and_window, finish_video, record_input_only, run_stage_on_items
+from curate.video_task import WorkDir, decode_and_window, finish_video, record_input_only, run_stages
 
 log = logging.getLogger("curate")
 
@@ -120,9 +120,7 @@ def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], Non
         for s in stages:
             s.setup()
         for inp in todo:
-            item = decode_and_window(inp, cfg)
-            for s in stages:
-                run_stage_on_items(s, [item], cfg.cascade)
+            item = run_stages([decode_and_window(inp, cfg)], stages, cfg.cascade)[0]
             done(finish_video(item, cfg, stages, work))
     elif cfg.runner.kind == "ray":
         from curate.ray_runner import run_on_ray

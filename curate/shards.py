@@ -141,7 +141,7 @@ def webdataset_pipeline(patterns: str | Iterable[str], shuffle: int = 0, decode:
     return ds.map(lambda s: decode_sample(s, decode))
 
 
-def encode_sample(key: str, video: DecodedVideo, meta: dict) -> list[tuple[str, bytes]]:
+def encode_sample(key: str, video: DecodedVideo, meta: dict, crf: int = 18, preset: str = "superfast") -> list[tuple[str, bytes]]:
     """The tar members of one segment sample (used by the curation writer and by tests' fixtures)."""
     from curate.media import encode_flac, encode_mp4
 
@@ -154,7 +154,7 @@ def encode_sample(key: str, video: DecodedVideo, meta: dict) -> list[tuple[str, 
     return [
         (f"{key}.flac", encode_flac(audio, video.audio_rate)),
         (f"{key}.json", json.dumps(meta, sort_keys=True, default=_json_default).encode()),
-        (f"{key}.mp4", encode_mp4(video.frames, video.fps, audio, video.audio_rate)),
+        (f"{key}.mp4", encode_mp4(video.frames, video.fps, audio, video.audio_rate, crf=crf, preset=preset)),
     ]
 
 

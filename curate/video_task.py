@@ -105,7 +105,6 @@ def decode_and_window(inp: VideoInput, cfg: CurateConfig) -> VideoItem:
         return item
     item.timers["decode"] = StageTimer(time.perf_counter() - t0, 0, 1)
     item.video = video
-    item.source, item.duration = video.source, video.duration
     if video.audio is None:
         item.status, item.reason = "dropped", "no audio track"
         item.release_media()
@@ -149,14 +148,21 @@ def run_stage_on_items(stage: Stage, items: Sequence[VideoItem], cascade: bool) 
             for it, ws in work:
                 run_stage_on_items(stage, [it], cascade)
             return
-    for it, _ in work:
-        share = StageTimer(timer.seconds * len(_) / max(timer.windows, 1), len(_), 1)
+    for it, ws in work:  # the batch's time, shared out by window count
         t = it.timers.setdefault(stage.name, StageTimer())
-        t.seconds += share.seconds
-        t.windows += share.windows
+        t.seconds += timer.seconds * len(ws) / max(timer.windows, 1)
+        t.windows += len(ws)
         t.videos += 1
         if cascade:
             apply_decisions(it.windows, [stage], first_only=True)
+
+
+def run_stages(items: list[VideoItem], stages: Sequence[Stage], cascade: bool) -> list[VideoItem]:
+    """Run stages in order over videos, one video per call (weight-free stages; the local runner)."""
+    for s in stages:
+        for it in items:
+            run_stage_on_items(s, [it], cascade)
+    return items
 
 
 def apply_decisions(windows: Sequence[Window], stages: Sequence[Stage], first_only: bool = False) -> None:
@@ -209,17 +215,10 @@ def segment_meta(seg: Segment, video: DecodedVideo | None, random_cols: Sequence
 
 
 def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig, random_cols=()) -> list[tuple[str, bytes]]:
-    from curate.media import encode_flac, encode_mp4
+    from curate.shards import encode_sample
 
-    part = video.clip(seg.start, seg.end)
-    meta = segment_meta(seg, video, random_cols)
-    meta.update(fps=part.fps, num_frames=part.num_frames, audio_rate=part.audio_rate)
-    key = seg.segment_id
-    return [
-        (f"{key}.flac", encode_flac(part.audio, part.audio_rate)),
-        (f"{key}.json", json.dumps(meta, sort_keys=True).encode()),
-        (f"{key}.mp4", encode_mp4(part.frames, part.fps, part.audio, part.audio_rate, crf=cfg.shards.crf, preset=cfg.shards.preset)),
-    ]
+    return encode_sample(seg.segment_id, video.clip(seg.start, seg.end), segment_meta(seg, video, random_cols),
+                         crf=cfg.shards.crf, preset=cfg.shards.preset)
 
 
 def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], work: WorkDir) -> dict:
