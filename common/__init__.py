@@ -1,0 +1,1 @@
+"""Small layers every package uses (configuration, command-line conventions, model-hub reachability)."""
