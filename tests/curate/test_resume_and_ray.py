@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.cli import UsageError
 from curate.config import load_config
 from curate.media import DecodeConfig, decode_video
 from curate.runner import run
@@ -108,7 +109,7 @@ def test_changed_scoring_settings_refuse_to_mix_results(known_folder, tmp_path):
     out = tmp_path / "o"
     base = ["runner.kind=local", "balance.min_segments_per_class=0", "limit=1"]
     run(load_config(None, base, src=str(known_folder), out=str(out)), progress=False)
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(UsageError, match="other settings"):
         run(load_config(None, base + ["windows.stride=1.0"], src=str(known_folder), out=str(out)), progress=False)
 
 
