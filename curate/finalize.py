@@ -231,7 +231,8 @@ def _write_segments_table(path: Path, segments: list[Segment]) -> None:
 def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict[str, list[Window]]) -> None:
     data: dict[str, list] = {k: [] for k in ("path", "video_id", "label", "split", "status", "reason", "error",
                                              "duration", "num_scenes", "num_windows", "num_kept_windows", "width",
-                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels")}
+                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels",
+                                             "video_decode_errors", "audio_decode_errors")}
     for st in sorted(statuses, key=lambda s: s["path"]):
         src = st.get("source") or {}
         ws = windows_by_video.get(st["video_id"], [])
@@ -241,8 +242,9 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["split"].append(st["split"])
         data["status"].append(st["status"])
         reason = st["reason"]
-        if reason is None and src.get("decode_error"):
-            reason = f"partially decoded: {src['decode_error']}"
+        errors = src.get("decode_errors") or {}
+        if reason is None:
+            reason = decode_note(src)
         data["reason"].append(reason)
         data["error"].append(st["error"])
         data["duration"].append(st["duration"])
@@ -251,14 +253,29 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["num_kept_windows"].append(sum(1 for w in ws if w.kept))
         for k in ("width", "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels"):
             data[k].append(src.get(k))
+        for k in ("video", "audio"):
+            data[f"{k}_decode_errors"].append(errors.get(k) if src else None)
     schema = pa.schema(
         [("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()), ("split", pa.string()),
          ("status", pa.string()), ("reason", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
          ("num_scenes", pa.int32()), ("num_windows", pa.int32()), ("num_kept_windows", pa.int32()),
          ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("vfr", pa.bool_()),
-         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32())]
+         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32()),
+         ("video_decode_errors", pa.int32()), ("audio_decode_errors", pa.int32())]
     )
     _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def decode_note(src: dict) -> str | None:
+    """What decoding skipped in a video that was still used (None when it decoded cleanly)."""
+    errors = src.get("decode_errors") or {}
+    parts = [f"{n} {k} packet{'s' if n > 1 else ''}" for k, n in errors.items() if n]
+    notes = []
+    if parts:
+        notes.append(f"decode errors skipped: {', '.join(parts)} ({src.get('decode_error')})")
+    if src.get("truncated") or (src.get("decode_error") and "decode_errors" not in src):
+        notes.append(f"input ends early, partially decoded: {src.get('decode_error')}")
+    return "; ".join(notes) or None
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
