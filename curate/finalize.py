@@ -25,6 +25,7 @@ from curate.video_task import WorkDir, apply_decisions, encode_segment_members
 from curate.windows import merge_windows
 
 BALANCE_REASON = "class_below_min_segments"
+UNLABELED_RULE = "videos without a label are not a class: their segments are kept, never balanced away"
 
 
 @dataclass
@@ -72,17 +73,18 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
         apply_decisions(ws, stages)
         all_windows.extend((st, w) for w in ws)
         if st["status"] == "ok":
-            segments.extend(merge_windows(ws, st["split"]))
+            segments.extend(merge_windows(ws, st["split"], cfg.windows.merge_touching))
 
-    # class balance (AVSync-AC)
-    per_class_before = Counter(s.label for s in segments)
+    # class balance (AVSync-AC). Videos without a label are not a class: their segments are never balanced
+    # away (a folder of unlabeled videos would otherwise form one small "None" class and lose everything).
+    per_class_before = Counter(s.label for s in segments if s.label is not None)
     n_min = cfg.balance.min_segments_per_class
     dropped_classes = sorted(str(c) for c, n in per_class_before.items() if n_min and n < n_min)
     for s in segments:
-        if n_min and per_class_before[s.label] < n_min:
+        if n_min and s.label is not None and per_class_before[s.label] < n_min:
             s.kept, s.drop_reason = False, BALANCE_REASON
     kept_segments = [s for s in segments if s.kept]
-    per_class_after = Counter(s.label for s in kept_segments)
+    per_class_after = Counter(s.label for s in kept_segments if s.label is not None)
 
     shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback)
     _write_windows_table(out / "windows.parquet", all_windows, random_cols)
@@ -337,7 +339,9 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
                      "by_split": dict(Counter(s.split for s in kept_segs))},
         "classes": {"before": dict(sorted((str(k), v) for k, v in before.items())),
                     "after": dict(sorted((str(k), v) for k, v in after.items())),
-                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class},
+                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class,
+                    "unlabeled_segments": sum(1 for s in kept_segs if s.label is None),
+                    "rule": UNLABELED_RULE},
         "stages": stage_stats,
         "timers": {k: {"seconds": round(v[0], 3), "windows": v[1]} for k, v in sorted(timers.items())},
         "random_weight_columns": random_cols,
@@ -358,6 +362,11 @@ def format_summary(stats: dict) -> str:
         f"windows  {w['total']:>7}  kept {w['kept']} ({100.0 * w['kept'] / max(w['total'], 1):.1f} %)",
         f"segments {s['merged']:>7}  kept {s['kept']} ({s['kept_seconds']:.1f} s) after class balance "
         f"(min {stats['classes']['min_segments_per_class']}/class; {len(stats['classes']['dropped'])} classes dropped)",
+    ]
+    unlabeled = stats["classes"].get("unlabeled_segments")
+    if unlabeled:
+        lines.append(f"         {unlabeled} kept segments have no label ({UNLABELED_RULE})")
+    lines += [
         "stages:",
     ]
     for st in stats["stages"]:
