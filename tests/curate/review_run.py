@@ -1,4 +1,5 @@
-"""A small finished curation run for the review and split tests, written with curate's own writers.
+"""A small finished curation run for the review and split tests, written with curate's own writers, and a
+review server running in a thread.
 
 Each kept segment is a real shard sample (h264+aac mp4, flac, json) of a synthetic bouncing disc whose
 colour encodes the segment, so a test can tell which segment's media it got; `segments.parquet` comes from
@@ -8,12 +9,16 @@ colour encodes the segment, so a test can tell which segment's media it got; `se
 from __future__ import annotations
 
 import json
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from curate import synthetic as syn
 from curate.finalize import _write_segments_table
 from curate.media import DecodedVideo
 from curate.records import Segment, Window
+from curate.review.server import ReviewConfig, make_server
 from curate.shards import encode_sample, write_tar_atomic
 
 
@@ -56,3 +61,36 @@ def make_run(out: Path, videos: dict[str, dict[str, int]], dropped: int = 1, sam
     (out / "stats.json").write_text(json.dumps(stats or {"random_weight_columns": []}))
     return kept
 
+
+class Served:
+    def __init__(self, out: Path, reviewer: str = "alice", classes: str = "", port: int = 0):
+        self.server = make_server(ReviewConfig(out=str(out), reviewer=reviewer, classes=classes, port=port))
+        self.app = self.server.app
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def get(self, path: str, headers: dict | None = None, method: str = "GET"):
+        req = urllib.request.Request(self.base + path, headers=headers or {}, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def decide(self, segment_id: str, decision):
+        req = urllib.request.Request(self.base + "/api/decision", method="POST",
+                                     data=json.dumps({"segment_id": segment_id, "decision": decision}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def state(self) -> dict:
+        return json.loads(self.get("/api/state")[2])
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,17 +12,15 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from curate.review.server import ReviewConfig, make_server, parse_range
+from curate.review.server import parse_range
 from curate.review.store import DecisionStore
 from pipelines.review import main
-from tests.curate.review_run import make_run
+from tests.curate.review_run import Served, make_run
 
 VIDEOS = {"dog barking": {"dogA": 2, "dogB": 1}, "hammering": {"hamA": 2}}
 
@@ -39,40 +37,6 @@ def run(run_template, tmp_path) -> Path:
     out = tmp_path / "run"
     shutil.copytree(run_template, out)
     return out
-
-
-class Served:
-    def __init__(self, out: Path, reviewer: str = "alice", classes: str = "", port: int = 0):
-        self.server = make_server(ReviewConfig(out=str(out), reviewer=reviewer, classes=classes, port=port))
-        self.app = self.server.app
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def get(self, path: str, headers: dict | None = None, method: str = "GET"):
-        req = urllib.request.Request(self.base + path, headers=headers or {}, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def decide(self, segment_id: str, decision):
-        req = urllib.request.Request(self.base + "/api/decision", method="POST",
-                                     data=json.dumps({"segment_id": segment_id, "decision": decision}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def state(self) -> dict:
-        return json.loads(self.get("/api/state")[2])
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def decisions(out: Path) -> dict[str, dict]:

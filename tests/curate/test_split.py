@@ -16,7 +16,7 @@ from curate.review.store import DecisionStore, ReviewSegment
 from curate.shards import iter_segments, read_tar_members
 from curate.split import split_class
 from pipelines.split import main
-from tests.curate.review_run import make_run
+from tests.curate.review_run import Served, make_run
 
 VIDEOS = {
     "dog barking": {"dog1": 3, "dog2": 1, "dog3": 1, "dog4": 2, "dog5": 1, "dog6": 1},  # 9 kept
@@ -208,3 +208,39 @@ def test_cli_help_and_errors(run, tmp_path, capsys):
         t.unlink()
     assert main(["--out", str(run), *ARGS]) == 2
     assert "are not in" in capsys.readouterr().err
+
+
+def test_real_curation_run_reviewed_and_split(tmp_path):
+    """The whole path on a real (weight-free, in-process) curation run of synthetic sounding videos:
+    curate -> review over HTTP -> split; the dataset's shards hold the run's own media."""
+    from curate import synthetic as syn
+    from pipelines.curate import main as curate_main
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        syn.write_video(src / "dog barking" / f"dog{i}_000000.mp4", syn.bouncing_video(4.0, seed=i)[0])
+        syn.write_video(src / "hammering" / f"ham{i}_000000.mp4", syn.cut_video(7.0, cut_at=3.5, seed=10 + i))
+    assert curate_main(["--src", str(src), "--out", str(out), "--local", "--no-progress", "--min-segments-per-class", "0"]) == 0
+    s = Served(out, reviewer="dana")
+    try:
+        segs = s.state()["segments"]
+        assert Counter(x["class"] for x in segs) == {"dog barking": 2, "hammering": 4}  # the cut splits each video
+        for x in segs:
+            assert s.decide(x["segment_id"], "accept")[0] == 200
+    finally:
+        s.close()
+    assert main(["--out", str(out), "--classes", "dog barking,hammering", "--per-class", "2", "--test-per-class", "1",
+                 "--no-progress"]) == 0
+    dest = out / "avsync15"
+    man = pq.read_table(dest / "manifest.parquet").to_pylist()
+    assert Counter((r["class"], r["split"]) for r in man) == {("dog barking", "train"): 1, ("dog barking", "test"): 1,
+                                                            ("hammering", "train"): 1, ("hammering", "test"): 1}
+    assert len({r["video_id"] for r in man}) == 4
+    run_members = dict(read_tar_members(out / "shards" / "train-000000.tar"))
+    for split in ("train", "test"):
+        (tar,) = sorted((dest / "shards").glob(f"{split}-*.tar"))
+        for name, data in read_tar_members(tar):
+            if name.endswith((".mp4", ".flac")):
+                assert data == run_members[name]
+        for smp in iter_segments(str(tar)):
+            assert smp.meta["split"] == split and smp.video.num_frames >= 30 and smp.video.audio.std() > 0
