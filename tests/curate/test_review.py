@@ -239,9 +239,11 @@ class Browser:
             os.dup2(a, 3)
             os.dup2(b, 4)
 
-        self.proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-                                      "about:blank"], preexec_fn=child_fds, pass_fds=(3, 4),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = profile.parent / "chromium.log"  # a file, not a pipe: a chatty browser never blocks on it
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
+                                          "about:blank"], preexec_fn=child_fds, pass_fds=(3, 4),
+                                         stdout=subprocess.DEVNULL, stderr=log)
         os.close(to_r)
         os.close(from_w)
         self._id = 0
@@ -286,9 +288,7 @@ class Browser:
         return reply["result"]
 
     def _stderr(self) -> str:
-        if self.proc.poll() is None:
-            return "(running)"
-        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+        return ("(running) " if self.proc.poll() is None else "") + self.log.read_text(errors="replace")[-2000:]
 
     def eval(self, expr: str, quiet: bool = False):
         r = self.call("Runtime.evaluate", session=True, expression=expr, returnByValue=True, awaitPromise=True)
@@ -312,9 +312,10 @@ class Browser:
 
     def click(self, selector: str):
         """A real left click (mouse moved, pressed, released) at the element's centre."""
-        box = self.eval(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
-                        " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-        x, y = box
+        # the centre of the element, once the element is what a click there hits (the layout has settled)
+        x, y = self.wait(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+                         " const r = e.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;"
+                         " return e.contains(document.elementFromPoint(x, y)) ? [x, y] : null; })()", timeout=10)
         self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
         self.call("Input.dispatchMouseEvent", session=True, type="mousePressed", x=x, y=y, button="left", clickCount=1)
         self.call("Input.dispatchMouseEvent", session=True, type="mouseReleased", x=x, y=y, button="left", clickCount=1)
@@ -345,8 +346,16 @@ class Browser:
 
 
 def test_review_page_in_headless_chromium(run, tmp_path):
-    s = Served(run, reviewer="carol")
     browser = Browser(tmp_path / "profile")
+    try:
+        segs = _drive_review_page(browser, run)
+    finally:
+        browser.close()
+    assert {k: v["decision"] for k, v in decisions(run).items()} == {segs[0]: "accept", segs[1]: "accept"}
+
+
+def _drive_review_page(browser: Browser, run: Path) -> list[str]:
+    s = Served(run, reviewer="carol")
     try:
         segs = [x["segment_id"] for x in s.state()["segments"]]
         browser.navigate(s.base + "/")
@@ -421,6 +430,5 @@ def test_review_page_in_headless_chromium(run, tmp_path):
             == ["accept", "accept", ""]
         assert browser.eval("document.body.dataset.current") == segs[2]
     finally:
-        browser.close()
         s2.close()
-    assert {k: v["decision"] for k, v in decisions(run).items()} == {segs[0]: "accept", segs[1]: "accept"}
+    return segs
