@@ -1,8 +1,9 @@
 """The AVSync15-format dataset from a reviewed curation run: accepted segments only, class-balanced, with a
 train/test split that never puts one source video on both sides.
 
-Per class (in the class list's order): the accepted segments are grouped by source video; videos are ranked
-by a hash of (seed, class, video id). Test takes whole videos in that order while they fit the test budget;
+Per class (in the class list's order): the accepted segments are grouped by source video (for VGGSound
+files, `<youtube_id>_<start>`, by YouTube id: two clips of one upload are one source); sources are ranked
+by a hash of (seed, class, source). Test takes whole videos in that order while they fit the test budget;
 if no remaining video fits, the next one lends only as many segments as are missing and its other segments
 stay out of the dataset (never in train). Train then takes one segment per remaining video per round, in
 the same order, until the class holds `per_class` items. The same run, decisions and settings always give
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.cli import UsageError
+from curate.inputs import VGGSOUND_NAME
 from curate.records import stable_fraction
 from curate.review.media import ShardIndex
 from curate.review.store import (SCORE_COLUMNS, SHIPPED_LISTS, Decision, ReviewSegment, class_dir, class_list, load_decisions,
@@ -102,13 +104,19 @@ class SplitResult:
 # ---------------------------------------------------------------------------------------- planning
 
 
+def source_of(video_id: str) -> str:
+    """The source a video id comes from: the YouTube id of a VGGSound clip name, else the id itself."""
+    m = VGGSOUND_NAME.match(video_id)
+    return m["yid"] if m else video_id
+
+
 def split_class(name: str, segs: list[ReviewSegment], per_class: int, test_per_class: int, seed: int) -> ClassSplit:
     """Choose `per_class` items of one class, `test_per_class` of them in test, whole videos per side."""
     by_video: dict[str, list[ReviewSegment]] = defaultdict(list)
     for s in segs:
-        by_video[s.video_id].append(s)
+        by_video[source_of(s.video_id)].append(s)
     for v in by_video.values():
-        v.sort(key=lambda s: (s.start, s.segment_id))
+        v.sort(key=lambda s: (s.video_id, s.start, s.segment_id))
     order = sorted(by_video, key=lambda v: (stable_fraction(f"{seed}:{name}:{v}"), v))
     n = min(per_class, len(segs))
     n_test = test_per_class if n >= per_class else min(test_per_class, round(n * test_per_class / per_class))
@@ -261,14 +269,14 @@ def build_split(cfg: SplitConfig, progress: bool = False) -> SplitResult:
 
 
 def _write_manifest(path: Path, items, decisions: dict[str, Decision]) -> None:
-    cols: dict[str, list] = {k: [] for k in ("segment_id", "class", "class_dir", "split", "video_id", "source", "label",
+    cols: dict[str, list] = {k: [] for k in ("segment_id", "class", "class_dir", "split", "video_id", "source_video", "source", "label",
                                              "start", "end", "duration", "reviewer", "reviewed")}
     for c in SCORE_COLUMNS:
         cols[c] = []
     for p, split, s in items:
         d = decisions[s.segment_id]
         for k, v in (("segment_id", s.segment_id), ("class", p.name), ("class_dir", p.dir), ("split", split),
-                     ("video_id", s.video_id), ("source", s.path), ("label", s.label), ("start", s.start),
+                     ("video_id", s.video_id), ("source_video", source_of(s.video_id)), ("source", s.path), ("label", s.label), ("start", s.start),
                      ("end", s.end), ("duration", s.duration), ("reviewer", d.reviewer), ("reviewed", d.time)):
             cols[k].append(v)
         for c in SCORE_COLUMNS:
@@ -291,8 +299,8 @@ def _stats(cfg: SplitConfig, out: Path, plans: list[ClassSplit], short: list[str
                      "seed": cfg.seed, "allow_short": cfg.allow_short},
         "run": str(out),
         "classes": [{"name": p.name, "dir": p.dir, "accepted": p.accepted, "train": len(p.train), "test": len(p.test),
-                     "unused": p.unused, "videos_train": len({s.video_id for s in p.train}),
-                     "videos_test": len({s.video_id for s in p.test})} for p in plans],
+                     "unused": p.unused, "videos_train": len({source_of(s.video_id) for s in p.train}),
+                     "videos_test": len({source_of(s.video_id) for s in p.test})} for p in plans],
         "totals": {"train": sum(len(p.train) for p in plans), "test": sum(len(p.test) for p in plans)},
         "short_classes": short, "missing_classes": missing,
         "random_weight_columns": random_cols,

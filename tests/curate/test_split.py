@@ -72,7 +72,7 @@ def test_split_writes_the_avsync15_layout(run, capsys):
     assert {r["segment_id"] for r in man} == ids
     side = {}
     for r in man:  # no source video on both sides
-        assert side.setdefault(r["video_id"], r["split"]) == r["split"], r["video_id"]
+        assert side.setdefault(r["source_video"], r["split"]) == r["split"], r["video_id"]
     assert {r["reviewer"] for r in man} == {"alice", "bob"}
     assert all(r["class"] in ("dog barking", "hammering") and r["label"] in ("dog barking", "Hammering") for r in man)
 
@@ -160,6 +160,13 @@ def test_split_class_whole_videos_and_exact_counts():
     # a video bigger than the test budget lends part of itself; the rest stays out of train
     p = split_class("c", segs([4, 4, 4]), 8, 2, seed=0)
     assert len(p.test) == 2 and len({s.video_id for s in p.test}) == 1 and len(p.train) == 6 and p.unused == 4
+    # clips of one YouTube upload (VGGSound names `<youtube id>_<start>`) are one source: never on both sides
+    yt = [ReviewSegment(f"{v}-0", v, "c", "c", "", 0.0, 3.0) for v in
+          ["abcdefghijk_000010", "abcdefghijk_000030", "abcdefghijk_000050", "zyxwvutsrqp_000000", "other_clip"]]
+    for seed in range(20):
+        p = split_class("c", yt, 5, 2, seed=seed)
+        sides = {s.video_id[:11]: "test" for s in p.test}
+        assert all(sides.get(s.video_id[:11]) is None for s in p.train), seed
     # train spreads over source videos: one segment per video per round
     p = split_class("c", segs([1, 5, 5, 5]), 4, 1, seed=0)
     assert len({s.video_id for s in p.train}) == 3
