@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from common.cli import add_config_arguments, run_main, settings_help, setup_logging
+from common.cli import add_config_arguments, run_main, settings_help
 from common.config import load
 
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(ReviewConfig, args.config, args.overrides, explicit={
             "out": args.out, "reviewer": args.reviewer, "classes": args.classes, "port": args.port, "host": args.host})
         server = make_server(cfg)
-        setup_logging(logging.INFO)
+        # plain logging: no progress bars here, and common.cli.setup_logging's diffusers import costs seconds
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         app = server.app
         host, port = server.server_address[:2]
         print(f"reviewing {len(app.segments)} segments of {len(app.classes)} classes in {app.out} as {app.reviewer}")

@@ -13,6 +13,7 @@ split.json and a dataset card README.md. Classes with too few accepted segments 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from common.cli import add_config_arguments, run_main, settings_help
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.help_config:
         print(settings_help(SplitConfig))
         return 0
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def body() -> int:
         cfg = load(SplitConfig, args.config, args.overrides, explicit={

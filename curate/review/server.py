@@ -205,6 +205,9 @@ class Handler(BaseHTTPRequestHandler):
             data = self.app.thumbs.get(segment_id, i)
         except (KeyError, IndexError):
             return self._json(HTTPStatus.NOT_FOUND, {"error": f"no thumbnail {i} of {segment_id}"}, head)
+        except Exception as e:  # an undecodable mp4: say so, keep serving
+            log.warning("thumbnail of %s failed: %s", segment_id, e)
+            return self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"thumbnail of {segment_id} failed: {e}"}, head)
         self._send(HTTPStatus.OK, data, "image/jpeg", head, {"Cache-Control": "max-age=3600"})
 
     def _media(self, segment_id: str, head: bool):

@@ -9,9 +9,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -205,6 +208,33 @@ def test_cli_help_and_errors(run, tmp_path, capsys):
     (run / "shards").rename(run / "elsewhere")
     assert main(["--out", str(run), "--reviewer", "a"]) == 2
     assert "was the run score_only" in capsys.readouterr().err
+
+
+def test_cli_serves_until_interrupted(run):
+    """The entry point as a user runs it: prints the address, serves, saves, stops cleanly on Ctrl-C."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.Popen([sys.executable, "-m", "pipelines.review", "--out", str(run), "--reviewer", "erin", "--port", "0",
+                          "--classes", "hammering"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("open "):
+                break
+        assert lines and lines[-1].startswith("open http://127.0.0.1:"), (lines, p.stderr.read() if p.poll() is not None else "")
+        assert lines[0].startswith("reviewing 2 segments of 1 classes")
+        base = lines[-1].split()[1].rstrip("/")
+        st = json.loads(urllib.request.urlopen(base + "/api/state", timeout=30).read())
+        seg = st["segments"][0]["segment_id"]
+        req = urllib.request.Request(base + "/api/decision", method="POST",
+                                     data=json.dumps({"segment_id": seg, "decision": "reject"}).encode())
+        assert json.loads(urllib.request.urlopen(req, timeout=30).read())["reviewer"] == "erin"
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert out.strip().splitlines()[-1] == f"decisions saved in {run / 'review.parquet'}"
+    assert decisions(run)[seg]["decision"] == "reject"
 
 
 def test_cli_port_in_use(run, capsys):
