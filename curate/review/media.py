@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tarfile
 import threading
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("curate.review")
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,22 @@ class ShardIndex:
     def __init__(self, shard_dir: str | Path):
         self.shard_dir = Path(shard_dir)
         self.members: dict[str, dict[str, Member]] = {}
+        self.unreadable: list[str] = []
+        """tars that could not be read (skipped with a warning; their segments count as missing)"""
         for tar_path in sorted(self.shard_dir.glob("*.tar")):
-            with tarfile.open(tar_path, "r") as tar:
-                for m in tar.getmembers():
-                    if not m.isfile():
-                        continue
-                    key, _, ext = os.path.basename(m.name).partition(".")
-                    self.members.setdefault(key, {})[ext] = Member(tar_path, m.offset_data, m.size)
+            try:
+                with tarfile.open(tar_path, "r") as tar:
+                    found = [m for m in tar.getmembers() if m.isfile()]
+                size = tar_path.stat().st_size
+                if any(m.offset_data + m.size > size for m in found):
+                    raise tarfile.ReadError("truncated")
+            except (tarfile.TarError, OSError) as e:
+                log.warning("skipping unreadable shard %s: %s", tar_path, e)
+                self.unreadable.append(str(tar_path))
+                continue
+            for m in found:
+                key, _, ext = os.path.basename(m.name).partition(".")
+                self.members.setdefault(key, {})[ext] = Member(tar_path, m.offset_data, m.size)
 
     def __contains__(self, segment_id: str) -> bool:
         return segment_id in self.members

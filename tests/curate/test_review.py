@@ -62,7 +62,9 @@ def test_media_ranges_thumbnails_and_static(run):
     import av
     from PIL import Image
 
+    (run / "shards" / "train-000099.tar").write_bytes(b"not a tar" * 100)  # skipped with a warning
     s = Served(run)
+    assert s.app.index.unreadable == [str(run / "shards" / "train-000099.tar")]
     try:
         st = s.state()
         assert [c["name"] for c in st["classes"]] == ["dog barking", "hammering"]

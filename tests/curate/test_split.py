@@ -211,10 +211,21 @@ def test_cli_help_and_errors(run, tmp_path, capsys):
         assert main([*argv, "--no-progress"]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and msg in err[0], (argv, err)
-    for t in (run / "shards").glob("*.tar"):
-        t.unlink()
+    first = sorted((run / "shards").glob("*.tar"))[0]
+    first.write_bytes(first.read_bytes()[:5000])  # a truncated shard: its segments are missing, said clearly
     assert main(["--out", str(run), *ARGS]) == 2
     assert "are not in" in capsys.readouterr().err
+
+
+def test_config_file_equals_flags(run, tmp_path):
+    cfg = tmp_path / "split.yaml"
+    cfg.write_text("classes: dog barking,hammering\nper_class: 6\ntest_per_class: 2\nsamples_per_shard: 5\n")
+    assert main(["--out", str(run), "--dest", str(tmp_path / "a"), *ARGS]) == 0
+    assert main(["--out", str(run), "--dest", str(tmp_path / "b"), "--config", str(cfg), "--no-progress"]) == 0
+    for name in ("train.txt", "test.txt"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    assert [p.name for p in sorted((tmp_path / "b" / "shards").glob("*.tar"))] == [
+        "test-000000.tar", "train-000000.tar", "train-000001.tar"]  # 8 train items, 5 per shard
 
 
 def test_real_curation_run_reviewed_and_split(tmp_path):
