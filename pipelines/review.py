@@ -11,10 +11,9 @@ reviewers can work on one run at the same time (give each a disjoint --classes a
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from common.cli import add_config_arguments, run_main, settings_help
+from common.cli import add_config_arguments, run_main, settings_help, setup_logging
 from common.config import load
 
 
@@ -42,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(ReviewConfig, args.config, args.overrides, explicit={
             "out": args.out, "reviewer": args.reviewer, "classes": args.classes, "port": args.port, "host": args.host})
         server = make_server(cfg)
-        # plain logging: no progress bars here, and common.cli.setup_logging's diffusers import costs seconds
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        setup_logging()
         app = server.app
         host, port = server.server_address[:2]
         print(f"reviewing {len(app.segments)} segments of {len(app.classes)} classes in {app.out} as {app.reviewer}")

@@ -13,10 +13,9 @@ split.json and a dataset card README.md. Classes with too few accepted segments 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from common.cli import add_config_arguments, run_main, settings_help
+from common.cli import add_config_arguments, run_main, settings_help, setup_logging
 from common.config import load
 
 
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(settings_help(SplitConfig))
         return 0
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
 
     def body() -> int:
         cfg = load(SplitConfig, args.config, args.overrides, explicit={
