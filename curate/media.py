@@ -172,12 +172,12 @@ class _AudioTrack:
         elif self.next_t is not None:
             self.next_t += fr.samples / fr.sample_rate
         if self.resampler is None:
-            self.resampler = av.AudioResampler(format="fltp", layout=fr.layout.name, rate=self.rate)
+            self.resampler = av.AudioResampler(format="fltp", rate=self.rate)
         try:
             outs = self.resampler.resample(fr)
         except ValueError:  # layout / rate changed mid-stream: flush and start a new resampler
             self._flush()
-            self.resampler = av.AudioResampler(format="fltp", layout=fr.layout.name, rate=self.rate)
+            self.resampler = av.AudioResampler(format="fltp", rate=self.rate)
             outs = self.resampler.resample(fr)
         self._take(outs)
 

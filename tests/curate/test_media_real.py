@@ -254,3 +254,25 @@ def test_real_media_mono_peak_never_exceeds_the_source(real_media, real_clean, n
     peak_in, peak = source_peak(path), float(np.abs(v.audio).max())
     assert peak > 0.1 * peak_in  # real signal (the 5.1 clip is mostly centre dialogue: mono = centre / 5)
     assert peak <= 1.02 * peak_in  # 2 % for the resampler's filter ripple
+
+
+def test_audio_track_survives_a_layout_change_and_fills_gaps():
+    """A corrupt header can change the channel layout mid-stream; a skipped packet leaves a time gap."""
+    from curate.media import _AudioTrack
+
+    def frame(t: float, layout: str, value: float, n: int = 1600, rate: int = 16000):
+        ch = len(av.AudioLayout(layout).channels)
+        fr = av.AudioFrame.from_ndarray(np.full((ch, n), value, np.float32), format="fltp", layout=layout)
+        fr.sample_rate, fr.time_base, fr.pts = rate, Fraction(1, rate), int(round(t * rate))
+        return fr
+
+    track = _AudioTrack(16000)
+    track.add(frame(0.0, "stereo", 0.5))
+    track.add(frame(0.1, "5.1", 0.25))  # layout change
+    track.add(frame(0.3, "stereo", 0.5))  # 0.1 s lost before it
+    a = track.finish()
+    assert track.t0 == 0.0
+    assert a.shape[0] == pytest.approx(0.4 * 16000, abs=64)
+    assert np.abs(a[int(0.22 * 16000) : int(0.28 * 16000)]).max() < 1e-3  # the gap is silence
+    assert a[int(0.15 * 16000)] == pytest.approx(0.25, abs=0.02)  # 5.1 at 0.25 on every channel -> 0.25
+    assert a[int(0.35 * 16000)] == pytest.approx(0.5, abs=0.02)
