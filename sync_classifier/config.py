@@ -34,6 +34,10 @@ class ClipSpec:
         return int(round(self.duration * self.audio_rate))
 
 
+CHECKPOINT_KEYS = ("training_data",)
+"""config.json entries about the checkpoint, not the network (see SyncClassifier.training_data)."""
+
+
 @dataclass
 class ModelConfig:
     spec: ClipSpec = field(default_factory=ClipSpec)
@@ -64,13 +68,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        d = dict(d)
-        d.pop("training_data", None)  # describes the checkpoint, not the network
-        spec = ClipSpec(**d.pop("spec", {}))
-        for k in ("video_channels", "audio_channels", "head_dims"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(spec=spec, **d)
+        """From a config.json mapping; entries that describe the checkpoint rather than the network
+        (`training_data`, keys starting with "_") are ignored, anything else unknown is an error."""
+        from common.config import build
+
+        d = {k: v for k, v in d.items() if k not in CHECKPOINT_KEYS and not k.startswith("_")}
+        return build(cls, d)
 
     def to_dict(self) -> dict:
         return asdict(self)
