@@ -448,6 +448,7 @@ def test_tiny_overfits_four_clips_and_samples(tiny_run, tiny_components, shard_d
     fresh = unet_from_sd(str(tiny_components), audio_cross_attention_dim=32).eval()
     before = fixed_loss(fresh, r["parts"], clips, r["null_audio"], spec)
     after = fixed_loss(r["unet"].eval(), r["parts"], clips, r["null_audio"], spec)
+    print(f"fixed-noise loss {before:.4f} -> {after:.4f} ({after / before:.2f}x)")
     assert after < 0.6 * before, (before, after)
     final = r["final"]
     assert json.loads(open(f"{final}/avsyncd.json").read())["random_weights"] is True
