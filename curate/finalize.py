@@ -18,13 +18,14 @@ import pyarrow.parquet as pq
 
 from curate.config import CurateConfig
 from curate.media import DecodedVideo, decode_video
-from curate.records import Segment, Window, stable_fraction
+from curate.records import ScoreFlags, Segment, Window, stable_fraction
 from curate.shards import SHARD_PATTERN, read_tar_members, write_tar_atomic
 from curate.stage import Stage, all_columns
 from curate.video_task import WorkDir, apply_decisions, encode_segment_members
 from curate.windows import merge_windows
 
 BALANCE_REASON = "class_below_min_segments"
+UNLABELED_RULE = "videos without a label are not a class: their segments are kept, never balanced away"
 
 
 @dataclass
@@ -57,10 +58,12 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
     out = Path(cfg.out)
     work = WorkDir(out)
     statuses, windows_by_video = load_video_results(work)
-    random_cols = sorted({c for st in stages if st.random_weights for c in st.columns}
-                         | {c for s in statuses for c in (s.get("random_weights") or [])})
     stage_cols = {c for st in stages for c in st.columns}
-    random_cols = [c for c in random_cols if c in stage_cols]
+    flags = ScoreFlags.of(stages)
+    for s in statuses:  # per-video records: flags of the runs that scored them (refilter builds no model)
+        flags.add(ScoreFlags(s.get("random_weights") or [], s.get("not_curation_grade") or [], s.get("models") or {}))
+    flags = flags.restrict(stage_cols)
+    flags.models = {k: v for k, v in flags.models.items() if k in {st.name for st in stages}}
 
     # decisions from stored scores (the single source of truth), then merge per video
     segments: list[Segment] = []
@@ -72,24 +75,25 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
         apply_decisions(ws, stages)
         all_windows.extend((st, w) for w in ws)
         if st["status"] == "ok":
-            segments.extend(merge_windows(ws, st["split"]))
+            segments.extend(merge_windows(ws, st["split"], cfg.windows.merge_touching))
 
-    # class balance (AVSync-AC)
-    per_class_before = Counter(s.label for s in segments)
+    # class balance (AVSync-AC). Videos without a label are not a class: their segments are never balanced
+    # away (a folder of unlabeled videos would otherwise form one small "None" class and lose everything).
+    per_class_before = Counter(s.label for s in segments if s.label is not None)
     n_min = cfg.balance.min_segments_per_class
     dropped_classes = sorted(str(c) for c, n in per_class_before.items() if n_min and n < n_min)
     for s in segments:
-        if n_min and per_class_before[s.label] < n_min:
+        if n_min and s.label is not None and per_class_before[s.label] < n_min:
             s.kept, s.drop_reason = False, BALANCE_REASON
     kept_segments = [s for s in segments if s.kept]
-    per_class_after = Counter(s.label for s in kept_segments)
+    per_class_after = Counter(s.label for s in kept_segments if s.label is not None)
 
-    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback)
-    _write_windows_table(out / "windows.parquet", all_windows, random_cols)
+    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, flags, source_media_fallback)
+    _write_windows_table(out / "windows.parquet", all_windows, flags)
     _write_segments_table(out / "segments.parquet", segments)
     _write_inputs_table(out / "inputs.parquet", statuses, windows_by_video)
     stats = build_stats(cfg, stages, statuses, all_windows, segments, per_class_before, per_class_after,
-                        dropped_classes, random_cols, run_seconds, shards)
+                        dropped_classes, flags, run_seconds, shards)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
     return RunResult(out, stats, shards)
 
@@ -97,7 +101,7 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], random_cols, fallback: bool) -> list[Path]:
+def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], flags: ScoreFlags, fallback: bool) -> list[Path]:
     """Pack kept segments into `shards/{split}-{i:06d}.tar` in a deterministic, class-mixed order.
 
     Media comes from the per-video staged tars (no decoding). A segment not staged there (thresholds
@@ -122,14 +126,14 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], rand
         key = seg.segment_id
         names = [f"{key}.flac", f"{key}.json", f"{key}.mp4"]
         if all(n in staged for n in names):
-            return [(n, _restamp_json(n, staged[n], seg)) for n in names]
+            return [(n, _restamp_json(n, staged[n], seg, flags)) for n in names]
         if not fallback:
             raise RuntimeError(f"segment {key} is not staged and re-cutting from source is disabled")
         if vid not in source_cache:  # decode the source once for all of its segments that were not staged
             source_cache.clear()
             source_cache[vid] = decode_video(seg.path, cfg.decode)
-        recut = encode_segment_members(seg, source_cache[vid], cfg, random_cols)
-        return [(n, _restamp_json(n, data, seg)) for n, data in recut]
+        recut = encode_segment_members(seg, source_cache[vid], cfg, flags)
+        return [(n, _restamp_json(n, data, seg, flags)) for n, data in recut]
 
     per_shard = max(1, cfg.shards.samples_per_shard)
     for split in sorted(by_split):
@@ -152,27 +156,32 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], rand
     return written
 
 
-def _restamp_json(name: str, data: bytes, seg: Segment) -> bytes:
-    """The staged JSON holds the scores known at staging; the shard's JSON carries the final split/scores."""
+def _restamp_json(name: str, data: bytes, seg: Segment, flags: ScoreFlags) -> bytes:
+    """The staged JSON holds the scores known at staging; the shard's JSON carries the final split, scores
+    and score flags."""
     if not name.endswith(".json"):
         return data
     meta = json.loads(data)
     meta["split"] = seg.split
     meta["scores"] = seg.mean_scores()
+    meta["random_weights"] = flags.random
+    meta["not_curation_grade"] = flags.not_curation_grade
+    meta["models"] = flags.models
     return json.dumps(meta, sort_keys=True).encode()
 
 
 # ------------------------------------------------------------------------------------------- manifests
 
 
-def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], random_cols: list[str]) -> None:
+def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], flags: ScoreFlags) -> None:
     cols = all_columns()
     data: dict[str, list] = {k: [] for k in ("video_id", "window_id", "path", "scene", "start", "end", "label",
                                              "split", "kept", "drop_reason", "drop_reasons")}
     for c in cols:
         data[c] = []
     data["random_weight_columns"] = []
-    rc = ",".join(random_cols)
+    data["not_curation_grade_columns"] = []
+    rc, nc = ",".join(flags.random), ",".join(flags.not_curation_grade)
     for st, w in rows:
         data["video_id"].append(w.video_id)
         data["window_id"].append(w.window_id)
@@ -188,11 +197,13 @@ def _write_windows_table(path: Path, rows: list[tuple[dict, Window]], random_col
         for c in cols:
             data[c].append(w.scores.get(c))
         data["random_weight_columns"].append(rc or None)
+        data["not_curation_grade_columns"].append(nc or None)
     schema = pa.schema(
         [("video_id", pa.string()), ("window_id", pa.string()), ("path", pa.string()), ("scene", pa.int32()),
          ("start", pa.float64()), ("end", pa.float64()), ("label", pa.string()), ("split", pa.string()),
          ("kept", pa.bool_()), ("drop_reason", pa.string()), ("drop_reasons", pa.string())]
-        + [(c, pa.float64()) for c in cols] + [("random_weight_columns", pa.string())]
+        + [(c, pa.float64()) for c in cols] + [("random_weight_columns", pa.string()),
+                                               ("not_curation_grade_columns", pa.string())]
     )
     _write_table(path, pa.Table.from_pydict(data, schema=schema))
 
@@ -231,7 +242,8 @@ def _write_segments_table(path: Path, segments: list[Segment]) -> None:
 def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict[str, list[Window]]) -> None:
     data: dict[str, list] = {k: [] for k in ("path", "video_id", "label", "split", "status", "reason", "error",
                                              "duration", "num_scenes", "num_windows", "num_kept_windows", "width",
-                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels")}
+                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels",
+                                             "video_decode_errors", "audio_decode_errors")}
     for st in sorted(statuses, key=lambda s: s["path"]):
         src = st.get("source") or {}
         ws = windows_by_video.get(st["video_id"], [])
@@ -241,8 +253,9 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["split"].append(st["split"])
         data["status"].append(st["status"])
         reason = st["reason"]
-        if reason is None and src.get("decode_error"):
-            reason = f"partially decoded: {src['decode_error']}"
+        errors = src.get("decode_errors") or {}
+        if reason is None:
+            reason = decode_note(src)
         data["reason"].append(reason)
         data["error"].append(st["error"])
         data["duration"].append(st["duration"])
@@ -251,14 +264,29 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["num_kept_windows"].append(sum(1 for w in ws if w.kept))
         for k in ("width", "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels"):
             data[k].append(src.get(k))
+        for k in ("video", "audio"):
+            data[f"{k}_decode_errors"].append(errors.get(k) if src else None)
     schema = pa.schema(
         [("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()), ("split", pa.string()),
          ("status", pa.string()), ("reason", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
          ("num_scenes", pa.int32()), ("num_windows", pa.int32()), ("num_kept_windows", pa.int32()),
          ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("vfr", pa.bool_()),
-         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32())]
+         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32()),
+         ("video_decode_errors", pa.int32()), ("audio_decode_errors", pa.int32())]
     )
     _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def decode_note(src: dict) -> str | None:
+    """What decoding skipped in a video that was still used (None when it decoded cleanly)."""
+    errors = src.get("decode_errors") or {}
+    parts = [f"{n} {k} packet{'s' if n > 1 else ''}" for k, n in errors.items() if n]
+    notes = []
+    if parts:
+        notes.append(f"decode errors skipped: {', '.join(parts)} ({src.get('decode_error')})")
+    if src.get("truncated") or (src.get("decode_error") and "decode_errors" not in src):
+        notes.append(f"input ends early, partially decoded: {src.get('decode_error')}")
+    return "; ".join(notes) or None
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
@@ -270,8 +298,9 @@ def _write_table(path: Path, table: pa.Table) -> None:
 # ---------------------------------------------------------------------------------------------- stats
 
 
-def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dropped_classes, random_cols,
+def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dropped_classes, flags: ScoreFlags,
                 run_seconds, shards) -> dict:
+    random_cols = flags.random
     windows = [w for _, w in all_windows]
     stage_stats = []
     alive = list(windows)
@@ -299,12 +328,15 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
             "windows_scored": sum(1 for w in windows if all(c in w.scores for c in s.columns)),
             "seconds": round(sec, 3), "windows_per_s": round(timers[s.name][1] / sec, 2) if sec else None,
             "random_weights": any(c in random_cols for c in s.columns),
+            "not_curation_grade": any(c in flags.not_curation_grade for c in s.columns),
+            "model": flags.models.get(s.name),
         })
         alive = nxt
     for name, cls in STAGE_REGISTRY.items():
         if name not in run_names:
             stage_stats.append({"name": name, "columns": list(cls.columns), "params": {}, "run": False,
-                                "input": None, "kept": None, "dropped": {}, "seconds": 0.0, "random_weights": False})
+                                "input": None, "kept": None, "dropped": {}, "seconds": 0.0, "random_weights": False,
+                                "not_curation_grade": False, "model": None})
     vids = Counter(s["status"] for s in statuses)
     reasons = Counter(s["reason"] for s in statuses if s["status"] == "dropped")
     errors = Counter((s["error"] or "").split(":")[0] for s in statuses if s["status"] == "failed")
@@ -320,10 +352,14 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
                      "by_split": dict(Counter(s.split for s in kept_segs))},
         "classes": {"before": dict(sorted((str(k), v) for k, v in before.items())),
                     "after": dict(sorted((str(k), v) for k, v in after.items())),
-                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class},
+                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class,
+                    "unlabeled_segments": sum(1 for s in kept_segs if s.label is None),
+                    "rule": UNLABELED_RULE},
         "stages": stage_stats,
         "timers": {k: {"seconds": round(v[0], 3), "windows": v[1]} for k, v in sorted(timers.items())},
         "random_weight_columns": random_cols,
+        "not_curation_grade_columns": flags.not_curation_grade,
+        "models": flags.models,
         "shards": [p.name for p in shards],
         "run_seconds": round(run_seconds, 3),
         "throughput": {"videos_per_s": round(len(statuses) / run_seconds, 3) if run_seconds else None,
@@ -341,6 +377,11 @@ def format_summary(stats: dict) -> str:
         f"windows  {w['total']:>7}  kept {w['kept']} ({100.0 * w['kept'] / max(w['total'], 1):.1f} %)",
         f"segments {s['merged']:>7}  kept {s['kept']} ({s['kept_seconds']:.1f} s) after class balance "
         f"(min {stats['classes']['min_segments_per_class']}/class; {len(stats['classes']['dropped'])} classes dropped)",
+    ]
+    unlabeled = stats["classes"].get("unlabeled_segments")
+    if unlabeled:
+        lines.append(f"         {unlabeled} kept segments have no label ({UNLABELED_RULE})")
+    lines += [
         "stages:",
     ]
     for st in stats["stages"]:
@@ -348,6 +389,9 @@ def format_summary(stats: dict) -> str:
             lines.append(f"  {st['name']:<11} not run")
             continue
         flag = "  [RANDOM WEIGHTS: scores not meaningful]" if st["random_weights"] else ""
+        if st.get("not_curation_grade"):
+            flag = (f"  [NOT CURATION-GRADE: checkpoint trained on {(st.get('model') or {}).get('training_data')!r} "
+                    "data, a demonstration]")
         drops = ", ".join(f"{k} {n}" for k, n in st["dropped"].items()) or "-"
         lines.append(f"  {st['name']:<11} in {st['input']:>6} kept {st['kept']:>6}  dropped: {drops}  "
                      f"({st['seconds']:.1f} s){flag}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -29,17 +30,34 @@ def normalise_label(text: str) -> str:
 
 class ClassAllowList:
     """Lenient class matching: case/punctuation-insensitive, and near-identical spellings
-    (the supplement's "eletric blender running") match by string similarity >= `min_ratio`."""
+    (the supplement's "eletric blender running") match by string similarity >= `min_ratio`.
+
+    A line `class <- label | label` also maps those source labels to the class: AVSync15's
+    "baby babbling crying" merges VGGSound's "baby babbling" and "baby crying", and its "hammering" is
+    VGGSound's "hammering nails". Lines starting with `#` are comments.
+
+    Similarity matching is for spelling variants only: a label that is itself one of the 309 VGGSound
+    labels (`classes/vggsound_labels.txt`) names its own class and matches only exactly or through a
+    `<-` mapping ("chopping wood" is not a misspelt "chopping food")."""
 
     def __init__(self, classes: list[str], min_ratio: float = 0.9):
-        self.classes = [c for c in (x.strip() for x in classes) if c and not c.startswith("#")]
-        self._norm = {normalise_label(c): c for c in self.classes}
+        self.classes: list[str] = []
+        self._norm: dict[str, str] = {}
+        for line in (x.strip() for x in classes):
+            if not line or line.startswith("#"):
+                continue
+            name, _, sources = (part.strip() for part in line.partition("<-"))
+            self.classes.append(name)
+            for label in [name, *sources.split("|")]:
+                if label.strip():
+                    self._norm.setdefault(normalise_label(label), name)
         self.min_ratio = min_ratio
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ClassAllowList":
         """A file with one class per line, or a shipped list by name: `vggss` (the 149 VGGSS classes of the
-        AVSync15 supplement, its spelling kept) or `avsync15` (the 15 AVSync15 classes)."""
+        AVSync15 supplement, its spelling kept) or `avsync15` (the 15 AVSync15 classes, with the VGGSound
+        labels they merge)."""
         shipped = Path(__file__).parent / "classes" / f"{path}_classes.txt"
         if str(path) in ("vggss", "avsync15") and shipped.is_file():
             path = shipped
@@ -52,14 +70,28 @@ class ClassAllowList:
         n = normalise_label(label)
         if n in self._norm:
             return self._norm[n]
+        if n in vggsound_labels():
+            return None
         best = difflib.get_close_matches(n, list(self._norm), n=1, cutoff=self.min_ratio)
         return self._norm[best[0]] if best else None
 
 
+@functools.lru_cache(maxsize=1)
+def vggsound_labels() -> frozenset[str]:
+    """The 309 VGGSound labels, normalised (shipped in `classes/vggsound_labels.txt`, source noted there)."""
+    text = (Path(__file__).parent / "classes" / "vggsound_labels.txt").read_text()
+    return frozenset(normalise_label(x) for x in text.splitlines() if x.strip() and not x.startswith("#"))
+
+
 def read_vggsound_csv(path: str | Path) -> dict[str, tuple[str, str | None]]:
-    """{'<youtube_id>_<start:06d>': (label, split)} from a VGGSound CSV (header optional)."""
+    """{'<youtube_id>_<start:06d>': (label, split)} from a VGGSound CSV (header optional).
+
+    A file with no row of that form is not a VGGSound CSV: ValueError saying what a row must look like."""
     out: dict[str, tuple[str, str | None]] = {}
-    with open(path, newline="") as f:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--csv {str(path)!r} does not exist" if not p.exists() else f"--csv {str(path)!r} is not a file")
+    with open(p, newline="", errors="replace") as f:
         for row in csv.reader(f):
             if not row or row[0].strip().lower() in ("youtube_id", "# youtube_id", "ytid"):
                 continue
@@ -72,6 +104,9 @@ def read_vggsound_csv(path: str | Path) -> dict[str, tuple[str, str | None]]:
             except ValueError:
                 continue
             out[key] = (label, split)
+    if not out:
+        raise ValueError(f"--csv {str(path)!r} has no VGGSound rows: each row must be "
+                         "youtube_id,start_seconds,label[,split] (e.g. '---g-f_I2yQ,1,people marching,test')")
     return out
 
 

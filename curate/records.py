@@ -1,4 +1,5 @@
-"""The records that flow through curation: an input video, a 3 s window, a merged segment."""
+"""The records that flow through curation: an input video, a 3 s window, a merged segment, and the flags
+that say which score columns are not curation-grade."""
 
 from __future__ import annotations
 
@@ -62,6 +63,48 @@ class Segment:
             vals = [w.scores.get(c) for w in self.windows if w.scores.get(c) is not None]
             out[c] = float(sum(vals) / len(vals)) if vals else None
         return out
+
+
+@dataclass
+class ScoreFlags:
+    """Score columns that are not curation-grade, and why: made by random-init models (`random`), or by a
+    model whose training data makes it a demonstration, e.g. a sync classifier trained on synthetic videos
+    only (`not_curation_grade`). `models`: per model stage, what its weights are (checkpoint, training data,
+    curation grade), recorded per run."""
+
+    random: list[str] = field(default_factory=list)
+    not_curation_grade: list[str] = field(default_factory=list)
+    models: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stages) -> "ScoreFlags":
+        flags = cls()
+        for st in stages:
+            if st.random_weights:
+                flags.random.extend(st.columns)
+            elif getattr(st, "curation_grade", True) is False:
+                flags.not_curation_grade.extend(st.columns)
+            prov = st.provenance() if hasattr(st, "provenance") else None
+            if prov:
+                flags.models[st.name] = prov
+        return flags
+
+    def add(self, other: "ScoreFlags") -> "ScoreFlags":
+        """Union (a run's stages and the per-video records of earlier runs of the same output)."""
+        self.random = sorted(set(self.random) | set(other.random))
+        self.not_curation_grade = sorted(set(self.not_curation_grade) | set(other.not_curation_grade))
+        for k, v in other.models.items():
+            self.models.setdefault(k, v)
+        return self
+
+    def restrict(self, columns) -> "ScoreFlags":
+        cols = set(columns)
+        return ScoreFlags([c for c in self.random if c in cols], [c for c in self.not_curation_grade if c in cols],
+                          dict(self.models))
+
+    @property
+    def flagged(self) -> list[str]:
+        return sorted(set(self.random) | set(self.not_curation_grade))
 
 
 def ms(t: float) -> int:

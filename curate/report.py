@@ -5,7 +5,8 @@ Reads only what a curation run writes under its output folder (`windows.parquet`
 and Sec. 5.2 do: per filter a histogram of its score with the thresholds drawn, the keep rate per stage
 and the funnel videos -> windows -> kept windows -> segments, segment counts per class before/after, the
 failure table, and thumbnails of kept and dropped windows per drop reason. Scores computed with random
-weights are flagged in a banner and on every affected figure.
+weights, or by a model that is not curation-grade (a sync classifier trained on synthetic videos only),
+are flagged in a banner and on every affected figure.
 """
 
 from __future__ import annotations
@@ -92,6 +93,20 @@ def _random_columns(data: dict) -> list[str]:
     return sorted(cols, key=lambda c: (order.get(c, 99), c))
 
 
+def _uncurated_columns(data: dict) -> list[str]:
+    """Score columns from a model that is not curation-grade (e.g. a sync classifier trained on synthetic
+    videos only), from stats.json and windows.parquet."""
+    cols = set(data["stats"].get("not_curation_grade_columns") or [])
+    for st in data["stats"].get("stages") or []:
+        if st.get("not_curation_grade"):
+            cols.update(st.get("columns") or [])
+    for v in data["windows"].get("not_curation_grade_columns") or []:
+        if v:
+            cols.update(c.strip() for c in str(v).split(",") if c.strip())
+    order = {c: i for i, c in enumerate(SCORE_COLUMNS)}
+    return sorted(cols, key=lambda c: (order.get(c, 99), c))
+
+
 def _score_columns(data: dict) -> list[str]:
     cols = list(SCORE_COLUMNS)
     for st in data["stats"].get("stages") or []:
@@ -123,7 +138,7 @@ def _img(b64: str, alt: str, mime: str = "image/png", cls: str = "fig") -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:{mime};base64,{b64}">'
 
 
-def _histogram(col: str, allv: np.ndarray, keptv: np.ndarray, lo, hi, random: bool) -> str:
+def _histogram(col: str, allv: np.ndarray, keptv: np.ndarray, lo, hi, flag: str | None) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 2.9))
     a = allv[np.isfinite(allv)]
@@ -146,8 +161,8 @@ def _histogram(col: str, allv: np.ndarray, keptv: np.ndarray, lo, hi, random: bo
             ax.axvline(t, color="#d62728", ls="--", lw=1.5)
             ax.text(t, 1.0, f" {name} {t:g}", color="#d62728", va="top", ha="left", fontsize=8,
                     transform=ax.get_xaxis_transform())
-    title = col + ("  [RANDOM WEIGHTS: not meaningful]" if random else "")
-    ax.set_title(title, fontsize=10, color="#b00" if random else "black")
+    title = col + (f"  [{flag}]" if flag else "")
+    ax.set_title(title, fontsize=10, color="#b00" if flag else "black")
     ax.set_xlabel(col)
     ax.set_ylabel("windows")
     if a.size:
@@ -264,12 +279,12 @@ def _fmt(v) -> str:
 def _class_counts(data: dict) -> tuple[dict, dict]:
     cls = data["stats"].get("classes") or {}
     before, after = dict(cls.get("before") or {}), dict(cls.get("after") or {})
-    if not before and data["segments"]:
+    if "classes" not in data["stats"] and data["segments"]:  # segments without label are no class
         seg = data["segments"]
         labels = seg.get("label") or []
         kept = seg.get("kept") or [True] * len(labels)
-        before = dict(Counter(str(l) for l in labels))
-        after = dict(Counter(str(l) for l, k in zip(labels, kept) if k))
+        before = dict(Counter(str(l) for l in labels if l is not None))
+        after = dict(Counter(str(l) for l, k in zip(labels, kept) if k and l is not None))
     return before, after
 
 
@@ -333,6 +348,17 @@ def render_report(out_dir: str | Path) -> str:
             + ". These scores, and every keep/drop decision based on them, are NOT meaningful "
             "(smoke test / demo only).</div>"
         )
+    uncurated = _uncurated_columns(data)
+    if uncurated:
+        models = stats.get("models") or {}
+        trained = "; ".join(f"{html.escape(k)}: trained on {html.escape(str(v.get('training_data')))} data"
+                            for k, v in models.items() if not v.get("curation_grade", True))
+        parts.append(
+            "<div class='banner' id='not-curation-grade'>Scores from a model that is NOT curation-grade ("
+            + (trained or "its training data is synthetic or unknown") + "): "
+            + ", ".join(f"<code>{html.escape(c)}</code>" for c in uncurated)
+            + ". A demonstration: these scores and the decisions based on them do not curate real footage.</div>"
+        )
 
     # -- summary and funnel
     inputs = data["inputs"]
@@ -368,6 +394,8 @@ def render_report(out_dir: str | Path) -> str:
             drops = ", ".join(f"{html.escape(str(r))}: {n}" for r, n in sorted((s.get("dropped") or {}).items(), key=lambda x: -x[1]))
             params = html.escape(json.dumps(s.get("params") or {}, sort_keys=True))
             flag = " <b style='color:#d62728'>RANDOM WEIGHTS</b>" if s.get("random_weights") else ""
+            if s.get("not_curation_grade"):
+                flag = " <b style='color:#d62728'>NOT CURATION-GRADE</b>"
             secs = s.get("seconds")
             rows.append([html.escape(s["name"]) + flag, f"{inp:,}", f"{kp:,}",
                          f"{100.0 * kp / inp:.1f} %" if inp else "&ndash;", drops or "&ndash;",
@@ -389,7 +417,9 @@ def render_report(out_dir: str | Path) -> str:
         if not np.isfinite(v).any():
             continue
         lo, hi = thresholds.get(col, (None, None))
-        parts.append(_img(_histogram(col, v, v[kept] if kept.size == v.size else v[:0], lo, hi, col in random_cols), f"histogram {col}"))
+        parts.append(_img(_histogram(col, v, v[kept] if kept.size == v.size else v[:0], lo, hi,
+                                     "RANDOM WEIGHTS: not meaningful" if col in random_cols
+                                     else "NOT CURATION-GRADE" if col in uncurated else None), f"histogram {col}"))
         shown += 1
     parts.append("</div>")
     if not shown:
@@ -407,7 +437,11 @@ def render_report(out_dir: str | Path) -> str:
             mn = (stats.get("classes") or {}).get("min_segments_per_class")
             parts.append(f"<p>classes dropped by category balance (fewer than {_fmt(mn)} segments): "
                          + ", ".join(html.escape(str(c)) for c in dropped) + "</p>")
-    else:
+    unlabeled = (stats.get("classes") or {}).get("unlabeled_segments")
+    if unlabeled:
+        parts.append(f"<p>{unlabeled} kept segments have no label: videos without a label are not a class, "
+                     "so class balance never drops them.</p>")
+    elif not before:
         parts.append("<p class='muted'>no segments</p>")
 
     # -- failures
@@ -441,6 +475,7 @@ def render_report(out_dir: str | Path) -> str:
             start, end = float(w["start"][i]), float(w["end"][i])
             frame = grab_frame(w["path"][i], 0.5 * (start + end)) if w.get("path") else None
             sc = ", ".join(f"{c}={w[c][i]:.3f}" + (" (random weights)" if c in random_cols else "")
+                           + (" (not curation-grade)" if c in uncurated else "")
                            for c in score_cols if w[c][i] is not None)
             cap = f"{html.escape(str(w.get('video_id', [''] * nwin)[i]))} {start:.1f}-{end:.1f} s<br>{html.escape(str((w.get('label') or [None] * nwin)[i] or ''))}<br><span class='muted'>{html.escape(sc)}</span>"
             img = _img(_jpeg(frame), f"{reason} thumbnail", "image/jpeg", "") if frame is not None else "<div class='muted'>(no frame)</div>"

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from curate.config import CurateConfig
 from curate.media import DecodedVideo, MediaError, decode_video
-from curate.records import Segment, VideoInput, Window
+from curate.records import ScoreFlags, Segment, VideoInput, Window
 from curate.scenes import detect_scenes
 from curate.stage import Stage, StageTimer
 from curate.windows import make_windows, merge_windows
@@ -194,7 +194,8 @@ def split_of(inp: VideoInput, test_fraction: float) -> str:
     return "test" if stable_fraction(inp.video_id) < test_fraction else "train"
 
 
-def segment_meta(seg: Segment, video: DecodedVideo | None, random_cols: Sequence[str] = ()) -> dict:
+def segment_meta(seg: Segment, video: DecodedVideo | None, flags: ScoreFlags | None = None) -> dict:
+    flags = flags or ScoreFlags()
     meta = {
         "segment_id": seg.segment_id,
         "video_id": seg.video_id,
@@ -207,17 +208,20 @@ def segment_meta(seg: Segment, video: DecodedVideo | None, random_cols: Sequence
         "split": seg.split,
         "scores": seg.mean_scores(),
         "windows": [[w.start, w.end] for w in seg.windows],
-        "random_weights": sorted(random_cols),
+        "random_weights": sorted(flags.random),
+        "not_curation_grade": sorted(flags.not_curation_grade),
+        "models": flags.models,
     }
     if video is not None:
         meta["source_info"] = video.source
     return meta
 
 
-def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig, random_cols=()) -> list[tuple[str, bytes]]:
+def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig,
+                           flags: ScoreFlags | None = None) -> list[tuple[str, bytes]]:
     from curate.shards import encode_sample
 
-    return encode_sample(seg.segment_id, video.clip(seg.start, seg.end), segment_meta(seg, video, random_cols),
+    return encode_sample(seg.segment_id, video.clip(seg.start, seg.end), segment_meta(seg, video, flags),
                          crf=cfg.shards.crf, preset=cfg.shards.preset)
 
 
@@ -226,17 +230,17 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
     from curate.shards import write_tar_atomic
 
     inp = item.inp
-    random_cols = [c for st in stages if st.random_weights for c in st.columns]
+    flags = ScoreFlags.of(stages)
     n_staged = 0
     if item.status == "ok":
         try:
             apply_decisions(item.windows, stages)
             split = split_of(inp, cfg.shards.test_fraction)
-            segs = [] if cfg.score_only else merge_windows(item.windows, split)
+            segs = [] if cfg.score_only else merge_windows(item.windows, split, cfg.windows.merge_touching)
             members: list[tuple[str, bytes]] = []
             t0 = time.perf_counter()
             for seg in segs:
-                members.extend(encode_segment_members(seg, item.video, cfg, random_cols))
+                members.extend(encode_segment_members(seg, item.video, cfg, flags))
             item.timers["encode"] = StageTimer(time.perf_counter() - t0, 0, 1)
             if segs:
                 write_tar_atomic(work.staged_path(inp.video_id), members)
@@ -269,7 +273,9 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
         "num_scenes": item.num_scenes,
         "num_windows": len(rows),
         "num_staged_segments": n_staged,
-        "random_weights": random_cols,
+        "random_weights": flags.random,
+        "not_curation_grade": flags.not_curation_grade,
+        "models": flags.models,
         "source": item.source,
         "timers": {k: [t.seconds, t.windows] for k, t in item.timers.items()},
     }

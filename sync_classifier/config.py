@@ -65,6 +65,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         d = dict(d)
+        d.pop("training_data", None)  # describes the checkpoint, not the network
         spec = ClipSpec(**d.pop("spec", {}))
         for k in ("video_channels", "audio_channels", "head_dims"):
             if k in d:

@@ -28,10 +28,17 @@ from .model import SyncClassifier
 
 
 class SyncScorer:
+    training_data: str
+    """What the classifier was trained on (config.json `training_data`; "unknown" if not stated)."""
+    curation_grade: bool
+    """True only for a classifier trained on real data (not "synthetic" / "unknown")."""
+
     def __init__(self, model: SyncClassifier, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype
         self.spec: ClipSpec = model.spec
+        self.training_data = str(getattr(model, "training_data", "unknown") or "unknown")
+        self.curation_grade = self.training_data not in ("synthetic", "unknown")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "SyncScorer":

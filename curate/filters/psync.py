@@ -2,6 +2,12 @@
 
 Drops clips without clear synchronization cues (e.g. ambient sound), where shifted audio-video pairs
 score about as high as the true pair.
+
+A checkpoint says what it was trained on (config.json `training_data`). Only a classifier trained on real
+footage ("vggss", "avsync15", ...) gives curation-grade scores; one trained on synthetic videos only (the
+shipped `sync_classifier/checkpoints/small`) or of unknown provenance is a demonstration: it runs only with
+`psync.allow_demo_checkpoint=true`, and its scores are then flagged as not curation-grade in every output,
+as random weights are.
 """
 
 from __future__ import annotations
@@ -15,10 +21,23 @@ import numpy as np
 from curate.media import DecodedVideo
 from curate.models import ModelStage
 from curate.records import Window
-from curate.stage import in_range, register_stage
+from curate.stage import StageUnavailable, in_range, register_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = "sync_classifier/checkpoints/small"
+NOT_CURATION_GRADE = ("synthetic", "unknown")
+"""Training data of a sync classifier whose P_Sync is not a curation-grade score."""
+
+
+def checkpoint_training_data(path: Path) -> str:
+    """What a sync classifier checkpoint was trained on: its config.json `training_data` ("unknown" if absent)."""
+    import json
+
+    try:
+        value = json.loads((Path(path) / "config.json").read_text()).get("training_data")
+    except (OSError, ValueError):
+        value = None
+    return str(value) if value else "unknown"
 
 
 def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | None]:
@@ -55,6 +74,39 @@ class PSync(ModelStage):
     random_preset: str = "small"
     """Model size built with random init when no checkpoint is used (--allow-random-weights)."""
     allow_random_weights: bool = False
+    allow_demo_checkpoint: bool = False
+    """Run with a checkpoint that is not curation-grade (config.json `training_data` "synthetic" or "unknown",
+    as the shipped one): a demonstration; its scores are flagged as not curation-grade in every output."""
+
+    # what the weights are, set by check() on the driver (not parameters)
+    checkpoint_path = None
+    training_data = None
+    curation_grade = True
+
+    def check(self) -> None:
+        super().check()
+        if self.random_weights:
+            self.checkpoint_path, self.training_data, self.curation_grade = None, "none (random init)", False
+            return
+        path, _ = resolve_sync_checkpoint(self.checkpoint)
+        self.checkpoint_path = str(path)
+        self.training_data = checkpoint_training_data(path)
+        self.curation_grade = self.training_data not in NOT_CURATION_GRADE
+        if not self.curation_grade and not self.allow_demo_checkpoint:
+            raise StageUnavailable(
+                f"stage 'psync': the sync classifier at {self.checkpoint!r} was trained on "
+                f"{self.training_data!r} data (config.json training_data), so its P_Sync is not a curation-grade "
+                "score. Provide one trained on real footage (psync.checkpoint=/path/to/dir, training_data e.g. "
+                '"vggss"), or pass psync.allow_demo_checkpoint=true to run it as a demonstration (its scores '
+                "psync_a2v, psync_v2a are then flagged as not curation-grade)."
+            )
+
+    def provenance(self) -> dict | None:
+        """What the scores came from, recorded per run: checkpoint, its training data, curation grade."""
+        if self.training_data is None:
+            return None
+        return {"checkpoint": self.checkpoint_path, "training_data": self.training_data,
+                "curation_grade": bool(self.curation_grade)}
 
     def _weights_problem(self):
         _, problem = resolve_sync_checkpoint(self.checkpoint)

@@ -5,6 +5,11 @@ model once, and encode uint8 frames into L2-normalised image features.
 weights from the hub), or `tiny` (a small random-init test model, see `TINY_CFG`). `pretrained` is an
 open_clip pretrained tag (`openai`, `laion2b_s34b_b79k`, ...; downloaded to the open_clip / Hugging Face
 cache on first use), or a local checkpoint file; empty means no weights.
+
+The activation must match the weights: OpenAI's CLIPs (and several other tags) were trained with QuickGELU,
+while open_clip's plain configs (`ViT-B-32`) use GELU and the library only warns on a mismatch. So a model
+name is resolved to the config its pretrained tag needs (`ViT-B-32` + `openai` -> `ViT-B-32-quickgelu`)
+before building; see `resolve_model_name`.
 """
 
 from __future__ import annotations
@@ -44,6 +49,29 @@ class ClipEncoder:
                 f = self.model.encode_image(x).float()
                 out.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+def resolve_model_name(model: str, pretrained: str | None) -> tuple[str, bool]:
+    """(open_clip config name, force_quick_gelu) whose activation matches the weights of `pretrained`.
+
+    A tag that declares `quick_gelu` gets the `-quickgelu` variant of the config when open_clip has one
+    (else QuickGELU is forced); a tag that declares nothing keeps the config's own activation (the one it
+    was trained with, e.g. `roberta-ViT-B-32`). Local files, hub ids and `tiny` are left unchanged.
+    """
+    import open_clip
+    from open_clip import pretrained as oc_pretrained
+
+    if not pretrained or model == "tiny" or model.startswith("hf-hub:") or model.endswith("-quickgelu"):
+        return model, False
+    tag_cfg = oc_pretrained.get_pretrained_cfg(model, pretrained) or {}
+    if not tag_cfg.get("quick_gelu", False):
+        return model, False
+    if (open_clip.get_model_config(model) or {}).get("quick_gelu", False):
+        return model, False
+    variant = f"{model}-quickgelu"
+    if variant in open_clip.list_models():
+        return variant, False
+    return model, True
 
 
 def weights_problem(model: str, pretrained: str | None) -> str | None:
@@ -94,7 +122,9 @@ def load_clip(model: str, pretrained: str | None, device: str, dtype, random: bo
     else:
         # an hf-hub: model brings its own weights; otherwise `pretrained` is a tag or a local file
         weights = None if random or model.startswith("hf-hub:") else (pretrained or None)
-        m = open_clip.create_model(model, pretrained=weights, load_weights=not random, device="cpu")
+        name, force_quick_gelu = resolve_model_name(model, pretrained)
+        m = open_clip.create_model(name, pretrained=weights, load_weights=not random, device="cpu",
+                                   force_quick_gelu=force_quick_gelu)
         pp = open_clip.get_model_preprocess_cfg(m)
         size = pp.get("size", 224)
         size = size[0] if isinstance(size, (tuple, list)) else size

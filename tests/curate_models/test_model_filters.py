@@ -3,6 +3,7 @@ the paper's thresholds applied inclusively (with a fake deterministic scorer).""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -170,6 +171,8 @@ def test_imagebind_and_psync_load_local_checkpoints(tmp_path, fresh_items):
     from sync_classifier.model import SyncClassifier
 
     SyncClassifier(PRESETS["tiny"]().model).save_pretrained(tmp_path / "sync")
+    cfg = json.loads((tmp_path / "sync" / "config.json").read_text())  # as a classifier trained on VGGSS says
+    (tmp_path / "sync" / "config.json").write_text(json.dumps({**cfg, "training_data": "vggss"}))
     stages.append(build_stage("psync", {"checkpoint": str(tmp_path / "sync"), "device": "cpu"}))
     item = fresh_items[0]
     item.windows = item.windows[:2]
