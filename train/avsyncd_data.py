@@ -111,8 +111,11 @@ class AVSyncDClips(torch.utils.data.IterableDataset):
 
         info = torch.utils.data.get_worker_info()
         rng = random.Random(self.seed + (info.id if info else 0))
+        urls = self.urls
+        if info is not None and not self.shuffle and len(urls) >= info.num_workers:
+            urls = urls[info.id :: info.num_workers]  # webdataset splits shards by worker itself
         while True:
-            src = webdataset_pipeline(self.urls, shuffle=self.shuffle) if self.shuffle else iter_segments(self.urls)
+            src = webdataset_pipeline(urls, shuffle=self.shuffle) if self.shuffle else iter_segments(urls)
             n = 0
             for s in src:
                 if self.limit and n >= self.limit:

@@ -13,10 +13,13 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from pathlib import Path
+
 from train.models.avsyncd import (PRESETS, AVSyncDUNet, FirstFrameConv2d, build_unet, load_asva_unet,
                                   segment_audio_tokens, unet_from_sd)
 
 TOL = 1e-5
+TINY_CONFIG = str(Path(__file__).resolve().parents[2] / "train" / "configs" / "avsyncd_tiny.yaml")
 
 
 def sd_kwargs(preset: str) -> dict:
@@ -43,7 +46,7 @@ def tiny_run(tmp_path_factory, tiny_components, shard_dir):
     from train.avsyncd import parse_args, train
 
     out = tmp_path_factory.mktemp("avsyncd_run")
-    cfg = parse_args(["--config", "train/configs/avsyncd_tiny.yaml", "--shards", str(shard_dir / "train-*.tar"),
+    cfg = parse_args(["--config", TINY_CONFIG, "--shards", str(shard_dir / "train-*.tar"),
                       "--out-dir", str(out), "--steps", "40", f"sd={tiny_components}",
                       f"imagebind={tiny_components / 'audio_encoder'}", "progress=false", "save_every=20"])
     return cfg, train(cfg)
@@ -198,6 +201,26 @@ def test_trainable_layers_and_gradient_flow():
             assert p.grad is not None and p.grad.abs().sum() > 0, n
         else:
             assert p.grad is None, n
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = build_unet("tiny")
+    randomize_trainable(model)
+    model.set_trainable()
+    model.train()
+    x, t, au = torch.randn(2, 3, 4, 8, 8), torch.randn(2, 7, 32), torch.randn(2, 3, 25, 32)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        model(x, 7, t, au).sample.square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.trainable_parameters()}
+
+    plain = grads()
+    model.enable_gradient_checkpointing()
+    ckpt = grads()
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], atol=1e-6, rtol=1e-4)
 
 
 def test_save_pretrained_round_trip(tmp_path):
@@ -523,3 +546,6 @@ def test_sample_cli_user_errors(capsys, tmp_path):
     Image.new("RGB", (8, 8)).save(img)
     assert main(["--image", str(img), "--audio", str(tmp_path / "a.wav")]) == 2
     assert "--label is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and "--guidance" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
 TRAINABLE_MARKERS = ("_temp", "_audio")
@@ -252,21 +253,14 @@ class AVSyncDUNet(UNet2DConditionModel):
         b, f = sample.shape[:2]
         t = torch.as_tensor(timestep, device=sample.device)
         t = (t.expand(b) if t.ndim == 0 else t).repeat_interleave(f)
+        # The added layers read these during this call and, under gradient checkpointing, again when backward
+        # recomputes a block; so they stay set until the next call replaces them.
         video = self.video
         video.num_frames = f
         video.audio = None if audio_tokens is None else audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(sample.dtype)
-        try:
-            out = super().forward(sample.reshape(b * f, *sample.shape[2:]), t,
-                                  encoder_hidden_states.repeat_interleave(f, 0)).sample
-        finally:
-            video.audio, video.num_frames = None, 1
+        out = super().forward(sample.reshape(b * f, *sample.shape[2:]), t, encoder_hidden_states.repeat_interleave(f, 0)).sample
         out = out.view(b, f, *out.shape[1:])
-        return _Output(sample=out) if return_dict else (out,)
-
-
-class _Output(dict):
-    def __getattr__(self, k):
-        return self[k]
+        return UNet2DConditionOutput(sample=out) if return_dict else (out,)
 
 
 def _is_video_conv(name: str) -> bool:
