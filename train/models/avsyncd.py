@@ -293,6 +293,10 @@ def unet_from_sd(path_or_id: str, subfolder: str = "unet", audio_cross_attention
                                       "up_block_types", "block_out_channels", "layers_per_block", "norm_num_groups",
                                       "cross_attention_dim", "attention_head_dim")}
     model = AVSyncDUNet(**keep, audio_cross_attention_dim=audio_cross_attention_dim)
+    differ = [k for k, v in sd.config.items() if not k.startswith("_") and k in model.config
+              and json.dumps(v, default=str) != json.dumps(model.config[k], default=str)]
+    if differ:
+        raise ValueError(f"{path_or_id!r} is not an SD 1.5-style UNet: unsupported settings {differ}")
     load_sd_weights(model, sd.state_dict())
     return model
 
