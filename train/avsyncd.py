@@ -73,7 +73,7 @@ class TrainConfig:
     progress: bool = True
 
 
-def parse_args(argv=None) -> TrainConfig:
+def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m train.avsyncd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", help="curation shards, e.g. 'out/shards/train-*.tar'")
@@ -88,8 +88,7 @@ def parse_args(argv=None) -> TrainConfig:
         raise SystemExit(0)
     cfg = load(TrainConfig, a.config, a.overrides, explicit={"shards": a.shards, "preset": a.preset,
                                                              "out_dir": a.out_dir, "steps": a.steps})
-    cfg.print_params = a.print_params  # type: ignore[attr-defined]
-    return cfg
+    return cfg, a
 
 
 def checkpoints(out_dir: str | Path) -> list[Path]:
@@ -248,9 +247,9 @@ def train(cfg: TrainConfig) -> dict:
 def main(argv=None) -> int:
     """Command line: exit code 0, or 2 with one `error: ...` line for a user mistake."""
     def body():
-        cfg = parse_args(argv)
+        cfg, args = parse_args(argv)
         cli.setup_logging()
-        if getattr(cfg, "print_params", False):
+        if args.print_params:
             print_param_table()
             return 0
         train(cfg)

@@ -94,6 +94,10 @@ def resolve_checkpoint(checkpoint: str | None, download: bool = True) -> tuple[s
         return path, None
     if url is None or not download:
         return None, f"checkpoint file {path!r} not found"
+    from common.hub import url_reachable
+
+    if not url_reachable(url):  # offline: fail at once instead of waiting on a download
+        return None, f"checkpoint {path!r} not found and {url} is not reachable"
     try:
         import torch
 
@@ -227,22 +231,20 @@ _AUDIO_TOKENS_CLS = None
 
 def audio_token_encoder(preset: str = "huge", checkpoint: str | None = None, random: bool = False):
     """ImageBind's audio branch returning patch tokens (class built on first use: torch is imported lazily).
-    `checkpoint`: ImageBind's `imagebind_huge.pth` (path, URL, or the package's default location); a URL is
-    only tried when its host answers (`common.hub.url_reachable`), so offline machines fail at once."""
+    `checkpoint`: ImageBind's `imagebind_huge.pth` (path, URL, or the package's default location); a download
+    is only tried when its host answers (`resolve_checkpoint`), so offline machines fail at once."""
     global _AUDIO_TOKENS_CLS
+    path = None
+    if not random:  # find the weights before building anything
+        path, problem = resolve_checkpoint(checkpoint)
+        if problem:
+            raise FileNotFoundError(f"ImageBind audio encoder: {problem}")
     if _AUDIO_TOKENS_CLS is None:
         _AUDIO_TOKENS_CLS = _audio_token_encoder_class()
     enc = _AUDIO_TOKENS_CLS(preset)
-    if not random:
+    if path:
         import torch
 
-        from common.hub import url_reachable
-
-        url = checkpoint if (checkpoint or "").startswith(("http://", "https://")) else (
-            IMAGEBIND_HUGE_URL if checkpoint and os.path.normpath(checkpoint) == os.path.normpath(DEFAULT_CHECKPOINT) else None)
-        path, problem = resolve_checkpoint(checkpoint, download=bool(url) and url_reachable(url))
-        if problem:
-            raise FileNotFoundError(f"ImageBind audio encoder: {problem}")
         enc.load_imagebind_state(torch.load(path, map_location="cpu", weights_only=True))
     return enc.eval()
 

@@ -46,9 +46,9 @@ def tiny_run(tmp_path_factory, tiny_components, shard_dir):
     from train.avsyncd import parse_args, train
 
     out = tmp_path_factory.mktemp("avsyncd_run")
-    cfg = parse_args(["--config", TINY_CONFIG, "--shards", str(shard_dir / "train-*.tar"),
-                      "--out-dir", str(out), "--steps", "40", f"sd={tiny_components}",
-                      f"imagebind={tiny_components / 'audio_encoder'}", "progress=false", "save_every=20"])
+    cfg, _ = parse_args(["--config", TINY_CONFIG, "--shards", str(shard_dir / "train-*.tar"),
+                         "--out-dir", str(out), "--steps", "40", f"sd={tiny_components}",
+                         f"imagebind={tiny_components / 'audio_encoder'}", "progress=false", "save_every=20"])
     return cfg, train(cfg)
 
 
