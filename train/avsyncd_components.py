@@ -91,7 +91,9 @@ def write_tiny_components(folder: str | Path, seed: int = 0) -> Path:
     """SD-layout folder with tiny random-init vae / text_encoder / tokenizer / unet / audio_encoder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as tlog
 
+    tlog.disable_progress_bar()
     folder = Path(folder)
     torch.manual_seed(seed)
     AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,

@@ -464,9 +464,14 @@ def test_tiny_overfits_four_clips_and_samples(tiny_run, tiny_components, shard_d
     from train.avsyncd_data import AVSyncDClips
     from train.sample_avsyncd import main as sample_main
 
+    from train.models.avsyncd import segment_audio_tokens
+
     cfg, r = tiny_run
     assert r["random_weights"] is True and len(r["history"]) == 40
     spec = r["spec"]
+    # the null audio is ImageBind's tokens of an all-zero mel, one segment per frame
+    zero = r["parts"].encode_audio(torch.zeros(1, 1, 128, 204))
+    torch.testing.assert_close(r["null_audio"], segment_audio_tokens(zero, 12))
     clips = list(AVSyncDClips(str(shard_dir / "train-*.tar"), spec, repeat=False, random_window=False))
     fresh = unet_from_sd(str(tiny_components), audio_cross_attention_dim=32).eval()
     before = fixed_loss(fresh, r["parts"], clips, r["null_audio"], spec)
