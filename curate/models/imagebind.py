@@ -11,6 +11,9 @@ Only the network and its BPE tokenizer are used; frames and audio come from our 
   9.138), computed by `sync_classifier.audio.log_mel` (the same transform in plain torch, no
   torchaudio); one 2 s clip per frame instead of ImageBind's 3 clips per file.
 - Text: ImageBind's `SimpleTokenizer` with the BPE vocabulary shipped inside the package.
+- Audio tokens (AVSyncD): `ImageBindAudioTokens` is the audio branch alone (preprocessor, trunk, head,
+  postprocessor, as named in the AVSync15 authors' audio encoder) and returns the trunk's patch tokens
+  (CLS + 12 mel x 19 time patches for a 2 s clip) as well as the clip embedding.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ def resolve_checkpoint(checkpoint: str | None, download: bool = True) -> tuple[s
         return path, None
     if url is None or not download:
         return None, f"checkpoint file {path!r} not found"
+    from common.hub import url_reachable
+
+    if not url_reachable(url):  # offline: fail at once instead of waiting on a download
+        return None, f"checkpoint {path!r} not found and {url} is not reachable"
     try:
         import torch
 
@@ -159,6 +166,87 @@ class ImageBindEncoder:
             return np.zeros((0, 1), np.float32)
         tokens = torch.stack([self.tokenizer(t).reshape(-1) for t in texts])
         return self._run("text", tokens, batch_size)
+
+
+AUDIO_KEYS = ("audio_embed_dim", "audio_num_blocks", "audio_num_heads", "audio_drop_path", "audio_kernel_size",
+              "audio_stride", "audio_num_mel_bins", "audio_target_len", "out_embed_dim")
+
+
+def _audio_token_encoder_class():
+    import torch
+    from torch import nn
+
+    class ImageBindAudioTokens(nn.Module):
+        """ImageBind's audio branch: normalised log-mel [B, 1, 128, 204] -> (tokens [B, 1 + 12 * 19, D] after a
+        final LayerNorm, clip embedding [B, E] before the logit scaling). Only the audio modules are built at
+        the preset's size (the other modalities at toy size, then dropped), so `huge` costs its audio
+        branch only (86 M parameters)."""
+
+        def __init__(self, preset: str = "huge"):
+            super().__init__()
+            imagebind_model, _, _ = import_imagebind()
+            if preset not in PRESETS:
+                raise ValueError(f"unknown ImageBind preset {preset!r}; known: {sorted(PRESETS)}")
+            kw = {k: v for k, v in PRESETS["tiny"].items() if k not in AUDIO_KEYS}
+            kw.update({k: v for k, v in PRESETS[preset].items() if k in AUDIO_KEYS})
+            full = imagebind_model.ImageBindModel(**kw)
+            self.preset = preset
+            self.preprocessor = full.modality_preprocessors["audio"]
+            self.trunk = full.modality_trunks["audio"]
+            self.head = full.modality_heads["audio"]
+            self.postprocessor = full.modality_postprocessors["audio"]
+            dim = self.head[0].normalized_shape[0]
+            self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+
+        @property
+        def dim(self) -> int:
+            return self.final_layer_norm.normalized_shape[0]
+
+        def forward(self, mel: "torch.Tensor"):
+            x = self.preprocessor(audio=mel)
+            tokens = self.trunk(**x["trunk"])
+            embedding = self.head(tokens, **x["head"])
+            return self.final_layer_norm(tokens), embedding
+
+        def load_imagebind_state(self, state: dict) -> None:
+            """Load the audio part of an ImageBind checkpoint (`modality_*.audio.*` keys); every key must fit."""
+            prefixes = {"modality_preprocessors.audio.": "preprocessor.", "modality_trunks.audio.": "trunk.",
+                        "modality_heads.audio.": "head.", "modality_postprocessors.audio.": "postprocessor."}
+            sub = {}
+            for k, v in state.items():
+                for a, b in prefixes.items():
+                    if k.startswith(a):
+                        sub[b + k[len(a):]] = v
+            missing, unexpected = self.load_state_dict(sub, strict=False)
+            missing = [k for k in missing if not k.startswith("final_layer_norm.")]
+            if missing or unexpected or not sub:
+                raise ValueError(f"ImageBind checkpoint does not fit the {self.preset} audio branch: "
+                                 f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    return ImageBindAudioTokens
+
+
+_AUDIO_TOKENS_CLS = None
+
+
+def audio_token_encoder(preset: str = "huge", checkpoint: str | None = None, random: bool = False):
+    """ImageBind's audio branch returning patch tokens (class built on first use: torch is imported lazily).
+    `checkpoint`: ImageBind's `imagebind_huge.pth` (path, URL, or the package's default location); a download
+    is only tried when its host answers (`resolve_checkpoint`), so offline machines fail at once."""
+    global _AUDIO_TOKENS_CLS
+    path = None
+    if not random:  # find the weights before building anything
+        path, problem = resolve_checkpoint(checkpoint)
+        if problem:
+            raise FileNotFoundError(f"ImageBind audio encoder: {problem}")
+    if _AUDIO_TOKENS_CLS is None:
+        _AUDIO_TOKENS_CLS = _audio_token_encoder_class()
+    enc = _AUDIO_TOKENS_CLS(preset)
+    if path:
+        import torch
+
+        enc.load_imagebind_state(torch.load(path, map_location="cpu", weights_only=True))
+    return enc.eval()
 
 
 def load_imagebind(preset: str, checkpoint: str | None, device: str, dtype, random: bool = False) -> ImageBindEncoder:

@@ -1,0 +1,93 @@
+"""AVSyncD's objective and sampler, on diffusers' schedulers (SD 1.5's: DDPM in training, PNDM at inference).
+
+Training: the first frame's clean latent is fed at every step (it is the condition) and the loss is the
+epsilon MSE on frames 2..F only; the audio tokens are replaced by the null-audio tokens (ImageBind of an
+all-zero mel) with probability 0.2. Sampling: frames 2..F start from noise, frame 1 stays clean, and audio
+classifier-free guidance mixes eps = (1 - eta) eps(null audio) + eta eps(audio) (eta = 4 by default; 1
+disables it and skips the null pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, PNDMScheduler
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    null_audio_prob: float = 0.2
+    """Probability of training a clip on the null audio (for classifier-free audio guidance)."""
+    guidance: float = 4.0
+    """Audio guidance eta at inference."""
+    sample_steps: int = 50
+    """PNDM steps at inference (the authors' evaluation uses 50)."""
+
+
+def _common(cfg: DiffusionConfig) -> dict:
+    return dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                beta_schedule=cfg.beta_schedule, steps_offset=1)
+
+
+def train_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
+    return DDPMScheduler(**_common(cfg), clip_sample=False, prediction_type="epsilon")
+
+
+def sample_scheduler(cfg: DiffusionConfig) -> PNDMScheduler:
+    """SD 1.5's scheduler/scheduler_config.json."""
+    return PNDMScheduler(**_common(cfg), skip_prk_steps=True, set_alpha_to_one=False, prediction_type="epsilon")
+
+
+def training_loss(unet, latents: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, null_audio: torch.Tensor,
+                  scheduler: DDPMScheduler, null_prob: float = 0.2, generator=None) -> dict:
+    """latents [B, F, C, h, w] (clean), text [B, L, D], audio / null_audio [B or 1, F, S, Da] -> {'loss', 't'}."""
+    b = latents.shape[0]
+    dev = latents.device
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=dev, generator=generator)
+    noise = torch.randn(latents.shape, device=dev, generator=generator, dtype=latents.dtype)
+    noisy = scheduler.add_noise(latents, noise, t)
+    noisy = torch.cat([latents[:, :1], noisy[:, 1:]], 1)  # frame 1 clean: the condition
+    drop = torch.rand(b, device=dev, generator=generator) < null_prob
+    audio = torch.where(drop[:, None, None, None], null_audio.expand_as(audio).to(audio.dtype), audio)
+    eps = unet(noisy, t, text, audio).sample
+    loss = F.mse_loss(eps[:, 1:].float(), noise[:, 1:].float())
+    return {"loss": loss, "t": t, "null": drop}
+
+
+def guided_eps(unet, x: torch.Tensor, t, text: torch.Tensor, audio: torch.Tensor, null_audio: torch.Tensor,
+               guidance: float) -> torch.Tensor:
+    """eps = (1 - eta) eps(null) + eta eps(audio), both passes in one batch."""
+    if guidance == 1.0:
+        return unet(x, t, text, audio).sample
+    b = x.shape[0]
+    eps = unet(torch.cat([x, x]), t, torch.cat([text, text]),
+               torch.cat([null_audio.expand_as(audio).to(audio.dtype), audio])).sample
+    e_null, e_audio = eps[:b], eps[b:]
+    return (1 - guidance) * e_null + guidance * e_audio
+
+
+@torch.no_grad()
+def sample(unet, first: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, null_audio: torch.Tensor,
+           scheduler: PNDMScheduler, num_frames: int, steps: int = 50, guidance: float = 4.0, generator=None,
+           progress: bool = False) -> torch.Tensor:
+    """first [B, C, h, w] clean latent of the conditioning image -> latents [B, F, C, h, w] (frame 1 = first)."""
+    from tqdm import tqdm
+
+    b = first.shape[0]
+    x = torch.randn((b, num_frames - 1, *first.shape[1:]), generator=generator, device=first.device,
+                    dtype=first.dtype) * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps, device=first.device)
+    for t in tqdm(scheduler.timesteps, disable=not progress, desc="sampling", leave=False):
+        full = torch.cat([first[:, None], x], 1)
+        eps = guided_eps(unet, scheduler.scale_model_input(full, t), t, text, audio, null_audio, guidance)
+        x = scheduler.step(eps[:, 1:], t, x).prev_sample
+    return torch.cat([first[:, None], x], 1)
+
+
+__all__ = ["DiffusionConfig", "train_scheduler", "sample_scheduler", "training_loss", "guided_eps", "sample"]
