@@ -63,6 +63,17 @@ def resize_batch(x: torch.Tensor, size: int | tuple[int, int], mode: str = "bili
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=mode in ("bilinear", "bicubic"))
 
 
+def variance_preserving_init(net: torch.nn.Module) -> None:
+    """He-normal weights, zero biases on every conv / linear layer: a deep random network whose features still
+    vary with the input (PyTorch's default init shrinks activations layer by layer until a deep random I3D's
+    outputs are constant, and PaSST zero-inits its head), so random-weight smoke runs exercise the statistics."""
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+
+
 @dataclass
 class Extractor:
     """Base: `weights` (path or URL), `preset` ('real' or 'tiny'), `device`, `batch_size`."""
@@ -101,6 +112,7 @@ class Extractor:
         if self.random:
             torch.manual_seed(0)
             self._build_random()
+            variance_preserving_init(self.net)
         self.net = self.net.to(self.device).eval()
         return self
 
@@ -178,9 +190,6 @@ class InceptionExtractor(Extractor):
 
     def _build_random(self):
         self.net = self._architecture()
-        for m in self.net.modules():  # pytorch-fid skips torchvision's init; give the random net a sane one
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                torch.nn.init.kaiming_normal_(m.weight)
         if self.preset == "tiny":
             self.image_size = 75
 

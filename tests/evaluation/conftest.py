@@ -30,3 +30,41 @@ def event_clip(event_frames, fps: float = 10.0, seconds: float = 3.0, size: int 
             m = min(burst.size, audio.size - a)
             audio[a : a + m] += 0.8 * burst[:m]
     return frames, audio
+
+
+TINY = ["i3d.preset=tiny", "inception.preset=tiny", "vggish.preset=tiny", "passt.preset=tiny", "imagebind.preset=tiny"]
+
+
+def write_mp4(path, frames, audio, fps, rate=16000):
+    from curate.media import encode_mp4
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp4(frames, fps, audio, rate))
+
+
+@pytest.fixture(scope="session")
+def eval_data(tmp_path_factory):
+    """Reference shard of 3 labelled 3 s segments; a generated folder: per segment one 2 s sample with a sidecar
+    (the first synced, the second with its audio 0.5 s late, the third a copy of its reference clip), one sample
+    without a sidecar, one unreadable mp4."""
+    import json
+
+    from curate.media import DecodedVideo
+    from curate.shards import write_shard
+
+    root = tmp_path_factory.mktemp("evaldata")
+    events = [[4, 12, 22], [6, 14, 25], [3, 9, 18]]
+    segs = []
+    for i, ev in enumerate(events):
+        f, a = event_clip(ev, fps=10.0, seconds=3.0, seed=i)
+        segs.append((f"seg{i}", DecodedVideo(f, 10.0, a, 16000), {"label": "hitting drum"}))
+    write_shard(root / "test-000000.tar", segs)
+    gen = root / "gen"
+    for i, ev in enumerate(events):
+        f, a = event_clip([e for e in ev if e < 20], fps=10.0, seconds=2.0, seed=i, audio_shift=0.5 if i == 1 else 0.0)
+        write_mp4(gen / f"seg{i}_s0.mp4", f, a, 10.0)
+        (gen / f"seg{i}_s0.json").write_text(json.dumps({"reference": f"seg{i}", "clip_start": 0.0, "random_weights": True}))
+    f, a = event_clip([5, 15], fps=10.0, seconds=2.0, seed=9)
+    write_mp4(gen / "lonely.mp4", f, a, 10.0)
+    (gen / "broken.mp4").write_bytes(b"not a video")
+    return root
