@@ -73,7 +73,9 @@ class EvalConfig:
     device: str = "cpu"
     """torch device of the networks (cpu, cuda)"""
     batch_size: int = 16
-    """frames/clips per network call"""
+    """frames or clips per network call"""
+    clips_per_batch: int = 8
+    """clips gathered before the networks run on them together"""
     kvd_subsets: int = 0
     """0 = KVD on the whole sets; N = mean over N random subsets (KID style)"""
     kvd_subset_size: int = 1000
@@ -119,6 +121,7 @@ class Models:
     imagebind_random: bool = False
     scorer: object = None
     sync_random: bool = False
+    batch_size: int = 16
 
     def info(self, cfg: EvalConfig) -> dict:
         out = {k: e.info() for k, e in self.extractors.items()}
@@ -153,7 +156,7 @@ def load_models(cfg: EvalConfig) -> Models:
     from evaluation.extractors import EXTRACTORS, WeightsMissing
 
     prepare_hub()
-    models, problems = Models(), []
+    models, problems = Models(batch_size=cfg.batch_size), []
     for name, cls in EXTRACTORS.items():
         if not cfg.needs(name):
             continue
@@ -193,71 +196,8 @@ def load_models(cfg: EvalConfig) -> Models:
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-@dataclass
-class ClipInput:
-    key: str
-    frames: np.ndarray
-    audio: np.ndarray
-    fps: float
-    rate: int
-    label: str | None = None
-    image: np.ndarray | None = None
-    sync_frames: np.ndarray | None = None
-    sync_audio: np.ndarray | None = None
-
-
-@dataclass
-class Collected:
-    """Features of one side (generated or reference) for the set metrics."""
-
-    i3d: list = field(default_factory=list)
-    inception: list = field(default_factory=list)
-    vggish: list = field(default_factory=list)
-
-
-def score_clip(clip: ClipInput, cfg: EvalConfig, models: Models, protocol, coll: Collected, text_cache: dict) -> dict:
-    """Per-clip scores (weight-free, ImageBind, phi, PaSST logits) and features appended to `coll`."""
-    from evaluation.av_align import av_align_scores
-    from evaluation.motion import flow_magnitudes, motion_score
-
-    rec: dict = {}
-    frames = clip.frames
-    if cfg.needs("flow") and frames.shape[0] >= 2:
-        mags = flow_magnitudes(frames)
-        rec["motion"] = motion_score(mags)
-        rec.update(av_align_scores(clip.audio, clip.rate, mags, clip.fps, cfg.av_align))
-    ex = models.extractors
-    if "i3d" in ex:
-        coll.i3d.append(ex["i3d"](frames[None]))
-    if "inception" in ex:
-        f = frames[1:] if protocol.skip_first_frame and len(frames) > 1 else frames
-        coll.inception.append(ex["inception"](f))
-    if "vggish" in ex:
-        coll.vggish.append(ex["vggish"]([clip.audio]))
-    if "passt" in ex:
-        rec["_passt_logits"] = ex["passt"]([clip.audio], clip.rate)[0]
-    if models.imagebind is not None:
-        from evaluation.imagebind_metrics import clip_scores
-
-        enc = models.imagebind
-        two = np.zeros(2 * clip.rate, np.float32)
-        two[: min(two.size, clip.audio.size)] = clip.audio[: two.size]
-        femb = enc.encode_images(list(frames), cfg.batch_size)
-        aemb = enc.encode_audio(two[None], clip.rate)[0]
-        temb = None
-        if clip.label:
-            if clip.label not in text_cache:
-                text_cache[clip.label] = enc.encode_text([clip.label])[0]
-            temb = text_cache[clip.label]
-        iemb = enc.encode_images([clip.image])[0] if clip.image is not None else None
-        rec.update(clip_scores(femb, aemb, temb, iemb, protocol.skip_first_frame))
-        rec["_ia_first"] = float(femb[0] @ aemb)
-    if models.scorer is not None and clip.sync_frames is not None:
-        rec["phi"] = float(models.scorer.phi(clip.sync_audio[None], clip.sync_frames[None])[0])
-    return rec
-
-
 def _sync_cut(video, start):
+    """The sync classifier's clip: 12 frames at 6 fps and 2 s of audio from `start`."""
     from evaluation.protocols import cut
 
     frames, audio, _ = cut(video, start, 6.0, 12, None)
@@ -272,6 +212,10 @@ def _kl_softmax(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
 
     lp, lq = logsoftmax(np.asarray(p_logits, np.float64)), logsoftmax(np.asarray(q_logits, np.float64))
     return float(np.sum(np.exp(lp) * (lp - lq)))
+
+
+def _scalars(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if not k.startswith("_") and np.isscalar(v)}
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -291,6 +235,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     from curate.media import DecodeConfig, MediaError, decode_video
     from evaluation.protocols import PROTOCOLS, clip_starts, cut
     from evaluation.samples import discover_generated, iter_reference_segments, load_image
+    from evaluation.scoring import Batcher, ClipInput, Collected, score_clips
+    from evaluation.sync_metrics import p_align, relsync
 
     t0 = time.time()
     protocol = PROTOCOLS[cfg.protocol]
@@ -310,104 +256,107 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     rng = np.random.default_rng(cfg.seed)
     decode = DecodeConfig(short_side=0, max_fps=1000.0, audio_rate=16000)
     text_cache: dict = {}
+    metrics = set(cfg.metrics)
+    skip = protocol.skip_first_frame
+    use_sync = models.scorer is not None
 
-    # ---- references: protocol clips + the clips the sidecars name
+    # ---- references: the protocol's clips (set features, reference levels) + the clips the sidecars name
     wanted: dict[str, set] = {}
     for it in items:
         if it.reference:
             wanted.setdefault(it.reference, set()).add(round(it.clip_start, 3))
     ref_coll, ref_rows, paired = Collected(), [], {}
     paired_models = Models({k: v for k, v in models.extractors.items() if k == "passt"}, models.imagebind, models.imagebind_random,
-                           models.scorer, models.sync_random)
+                           models.scorer, models.sync_random, cfg.batch_size)
+    ref_batch = Batcher(cfg.clips_per_batch, lambda cs: score_clips(cs, metrics, models, skip, ref_coll, text_cache, cfg.av_align))
+    pair_batch = Batcher(cfg.clips_per_batch, lambda cs: score_clips(cs, set(), paired_models, skip, Collected(), text_cache,
+                                                                      cfg.av_align))
     n_ref_videos = 0
-    bar = tqdm(total=None, desc="reference", unit="clip", disable=not progress or not shards)
+    bar = tqdm(desc="reference", unit="video", disable=not progress or not shards)
     for key, video, meta in iter_reference_segments(shards, decode):
         n_ref_videos += 1
         label = meta.get("label")
         for start in clip_starts(video.duration, protocol, rng):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
-            sf, sa = _sync_cut(video, start) if models.scorer is not None else (None, None)
-            rec = score_clip(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa), cfg, models, protocol,
-                             ref_coll, text_cache)
-            rec.pop("_passt_logits", None)
-            ref_rows.append({"key": key, "start": start, **{k: v for k, v in rec.items() if not k.startswith("_") and np.isscalar(v)}})
-            bar.update(1)
+            sf, sa = _sync_cut(video, start) if use_sync else (None, None)
+            ref_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
+                          lambda rec, key=key, start=start: ref_rows.append({"key": key, "start": start, **_scalars(rec)}))
         for start in wanted.pop(key, ()):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
-            info = {"label": label, "first_frame": frames[0]}
-            scratch = Collected()
-            sub = EvalConfig(**{**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
-                                "metrics": [m for m in cfg.metrics if m in ("kl", "relsync", "alignsync")]})
-            sf, sa = _sync_cut(video, start) if models.scorer is not None else (None, None)
-            rec = score_clip(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa), sub, paired_models,
-                             protocol, scratch, text_cache)
-            info.update({k: rec[k] for k in ("phi", "_ia_first", "_passt_logits") if k in rec})
-            paired[(key, start)] = info
+            info = paired[(key, start)] = {"label": label, "first_frame": frames[0]}
+            sf, sa = _sync_cut(video, start) if use_sync else (None, None)
+            pair_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
+                           lambda rec, info=info: info.update({k: rec[k] for k in ("phi", "_ia_first", "_passt_logits") if k in rec}))
+        bar.update(1)
+    ref_batch.flush()
+    pair_batch.flush()
     bar.close()
     for key in wanted:
         warnings.append(f"reference {key!r} named by sidecars is not in the reference shards")
 
     # ---- generated samples
     rows, gen_coll, per_ref_counts = [], Collected(), {}
+
+    def finish(rec: dict, row: dict, ref: dict | None, skipped: list[str]) -> None:
+        if "kl" in metrics:
+            if ref is not None and "_passt_logits" in ref:
+                row["kl"] = _kl_softmax(ref["_passt_logits"], rec["_passt_logits"])
+            else:
+                skipped.append("kl: no paired reference")
+        if use_sync:
+            row["phi"] = rec.get("phi")
+            if ref is not None and "phi" in ref:
+                row["phi_reference"] = ref["phi"]
+                row["relsync"] = float(relsync(rec["phi"], ref["phi"]))
+            else:
+                skipped.append("relsync/alignsync: no paired reference")
+        if "alignsync" in metrics and "relsync" in row and "ia_frames" in rec:
+            row["p_align"] = p_align(rec["ia_frames"], ref["_ia_first"])
+            row["alignsync"] = row["relsync"] * row["p_align"]
+        if models.imagebind is not None and not row.get("label") and "it" in metrics:
+            skipped.append("it: no label")
+        if models.imagebind is not None and row.get("image_source") is None and "ib" in metrics:
+            skipped.append("ib_iv/ib_ia: no conditioning image")
+        row.update({k: v for k, v in _scalars(rec).items() if k != "ia_frames"})
+        row["skipped"] = "; ".join(skipped) or None
+        row["random_weights"] = ",".join(sorted(flagged)) or None
+
+    gen_batch = Batcher(cfg.clips_per_batch, lambda cs: score_clips(cs, metrics, models, skip, gen_coll, text_cache, cfg.av_align))
     for it in tqdm(items, desc="generated", unit="sample", disable=not progress):
         row = {"key": it.key, "path": str(it.path), "reference": it.reference, "clip_start": it.clip_start,
                "generator_random_weights": bool(it.sidecar.get("random_weights", False)), "error": None}
+        rows.append(row)
         skipped = list(it.problems)
         try:
             video = decode_video(it.path, decode)
         except MediaError as e:
             row["error"] = f"decode: {e}"
-            rows.append(row)
             continue
         if video.audio is None:
             video.audio = np.zeros(int(video.duration * video.audio_rate), np.float32)
             skipped.append("no audio track (silence used)")
         frames, audio, fps = cut(video, 0.0, protocol.fps, protocol.num_frames, protocol.size)
         ref = paired.get((it.reference, round(it.clip_start, 3))) if it.reference else None
-        if it.reference and ref is None:
-            skipped.append("reference not found in the reference shards")
         if it.reference:
             per_ref_counts[it.reference] = per_ref_counts.get(it.reference, 0) + 1
+            if ref is None:
+                skipped.append("reference not found in the reference shards")
         label = it.sidecar.get("label") or (ref or {}).get("label")
         image, image_source = None, None
         if it.sidecar.get("image"):
+            img_path = Path(it.sidecar["image"])
+            img_path = img_path if img_path.is_absolute() else it.path.parent / img_path
             try:
-                image, image_source = load_image(Path(it.path).parent / it.sidecar["image"] if not Path(it.sidecar["image"]).is_absolute() else it.sidecar["image"]), "sidecar"
+                image, image_source = load_image(img_path), "sidecar"
             except Exception as e:  # noqa: BLE001 - recorded, the sample goes on
-                skipped.append(f"conditioning image unreadable: {type(e).__name__}: {e}")
+                skipped.append(f"conditioning image {str(img_path)!r} unreadable: {type(e).__name__}: {e}")
         if image is None and ref is not None:
             image, image_source = ref["first_frame"], "reference first frame"
-        sf, sa = _sync_cut(video, 0.0) if models.scorer is not None else (None, None)
-        rec = score_clip(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, sf, sa), cfg, models, protocol,
-                         gen_coll, text_cache)
         row["label"], row["image_source"] = label, image_source
-        if "kl" in cfg.metrics:
-            if ref is not None and "_passt_logits" in ref:
-                row["kl"] = _kl_softmax(ref["_passt_logits"], rec["_passt_logits"])
-            else:
-                skipped.append("kl: no paired reference")
-        if models.scorer is not None:
-            row["phi"] = rec.get("phi")
-            if ref is not None and "phi" in ref:
-                row["phi_reference"] = ref["phi"]
-                row["relsync"] = float(__import__("evaluation.sync_metrics", fromlist=["relsync"]).relsync(rec["phi"], ref["phi"]))
-            else:
-                skipped.append("relsync/alignsync: no paired reference")
-        if "alignsync" in cfg.metrics and "relsync" in row and "ia_frames" in rec:
-            from evaluation.sync_metrics import p_align
-
-            row["p_align"] = p_align(rec["ia_frames"], ref["_ia_first"])
-            row["alignsync"] = row["relsync"] * row["p_align"]
-        if models.imagebind is not None and not label and "it" in cfg.metrics:
-            skipped.append("it: no label")
-        if models.imagebind is not None and image is None and "ib" in cfg.metrics:
-            skipped.append("ib_iv/ib_ia: no conditioning image")
-        for k, v in rec.items():
-            if not k.startswith("_") and k not in ("ia_frames",) and np.isscalar(v):
-                row[k] = v
-        row["skipped"] = "; ".join(skipped) or None
-        row["random_weights"] = ",".join(sorted(flagged)) or None
-        rows.append(row)
+        sf, sa = _sync_cut(video, 0.0) if use_sync else (None, None)
+        gen_batch.add(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, sf, sa),
+                      lambda rec, row=row, ref=ref, skipped=skipped: finish(rec, row, ref, skipped))
+    gen_batch.flush()
 
     # ---- set metrics
     results: dict = {}
