@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable
@@ -152,14 +153,19 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     for noisy in ("urllib3", "huggingface_hub", "filelock", "matplotlib", "PIL", "numba", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:  # diffusers' per-call inner progress bars ("100%|...| 25/25") and info lines
-        from diffusers.utils import logging as dlog
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # read when diffusers is imported
+    if "diffusers" in sys.modules:  # importing it only to quiet it would cost seconds on every entry point
+        quiet_diffusers()
 
-        dlog.disable_progress_bar()
-        dlog.set_verbosity_error()
-    except Exception:
-        pass
+
+def quiet_diffusers() -> None:
+    """No per-call inner progress bars ("100%|...| 25/25") and no info lines from diffusers; entry points that
+    use diffusers call this after importing it."""
+    from diffusers.utils import logging as dlog
+
+    dlog.disable_progress_bar()
+    dlog.set_verbosity_error()
 
 
 __all__ = ["UsageError", "USER_ERRORS", "fail", "run_main", "resolve_files", "expand_braces", "existing_file",
-           "existing_path", "output_dir", "output_file", "add_config_arguments", "settings_help", "setup_logging"]
+           "existing_path", "output_dir", "output_file", "add_config_arguments", "settings_help", "setup_logging", "quiet_diffusers"]

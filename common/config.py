@@ -99,19 +99,32 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     return m[0] if m else None
 
 
-def unknown_key_message(key: str, known: Iterable[str], what: str = "setting") -> str:
+def unknown_key_message(key: str, known: Iterable[str], what: str = "setting", where: str = "") -> str:
+    """`unknown setting 'decode.short_sid' (did you mean 'decode.short_side'?); known: ...`"""
     known = sorted(known)
     leaf = key.rsplit(".", 1)[-1]
     near = closest(leaf, known)
     hint = f" (did you mean {key[: len(key) - len(leaf)] + near!r}?)" if near else ""
-    return f"unknown {what} {key!r}{hint}; known: {', '.join(known)}"
+    return f"unknown {what} {key!r}{where}{hint}; known: {', '.join(known)}"
 
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+_PLAIN_NAMES = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list",
+                tuple: "a list", dict: "a mapping", type(None): "null"}
+
+
 def _type_name(tp: Any) -> str:
+    """A declared type in words: `int | None` -> 'an integer or null'."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in sorted(typing.get_args(tp), key=lambda a: a is type(None)))
+    if origin is not None:
+        return _PLAIN_NAMES.get(origin, str(tp).replace("typing.", ""))
+    if tp in _PLAIN_NAMES:
+        return _PLAIN_NAMES[tp]
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
@@ -144,7 +157,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r}: expected a list ({_type_name(tp)}), e.g. a,b or [a, b]")
+            raise ConfigError(f"{key}={value!r}: expected a list, e.g. a,b or [a, b]")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise ConfigError(f"{key}={value!r}: expected {len(args)} values")
@@ -201,7 +214,7 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected text")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    if tp is Path:
+    if tp is Path and isinstance(value, str):
         return Path(value)
     raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
 

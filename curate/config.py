@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from common.config import (ConfigError, build, convert, deep_merge, field_types, parse_overrides,
+                           read_config_file, set_dotted, unknown_key_message)
 from curate.media import DecodeConfig
 from curate.scenes import SceneConfig
 from curate.windows import WindowConfig
@@ -88,76 +88,81 @@ class CurateConfig:
         return {k: d[k] for k in ("decode", "scenes", "windows", "stages", "stage_params", "cascade", "csv", "classes")}
 
 
-def _coerce(value: str) -> Any:
-    try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+def _stage_registry() -> dict:
+    from curate.stage import STAGE_REGISTRY, _import_builtin_stages
+
+    _import_builtin_stages()
+    return STAGE_REGISTRY
 
 
-def _set_dotted(d: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    cur = d
-    for p in parts[:-1]:
-        if p not in cur or not isinstance(cur[p], dict):
-            cur[p] = {}
-        cur = cur[p]
-    cur[parts[-1]] = value
+def _check_stage_params(stage_params: dict, stages: list[str]) -> dict:
+    """Every stage name known, every parameter known to its stage and of its declared type."""
+    from curate.stage import Resources
 
-
-def _from_dict(cls, data: dict):
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in data.items():
-        if k not in hints:
-            raise ValueError(f"unknown config key {k!r} for {cls.__name__}; known: {sorted(hints)}")
-        f = hints[k]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default) and isinstance(v, dict):
-            v = _from_dict(type(default), v)
-        kwargs[k] = v
-    return cls(**kwargs)
-
-
-def _merge(into: dict, new: dict) -> dict:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-    return into
+    registry = _stage_registry()
+    for name in stages:
+        if name not in registry:
+            raise ConfigError(unknown_key_message(name, registry, what="stage"))
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in stage_params.items():
+        if name not in registry:
+            raise ConfigError(unknown_key_message(name, registry, what="stage"))
+        cls = registry[name]
+        hints = field_types(cls)
+        valid = {f.name for f in dataclasses.fields(cls) if f.init}
+        checked: dict[str, Any] = {}
+        for k, v in (params or {}).items():
+            key = f"{name}.{k}"
+            if k == "actors":  # runner setting (actor pool size), kept with the stage's settings
+                checked[k] = convert(v, int, key)
+            elif k == "resources":
+                checked[k] = convert(v, Resources, key) if isinstance(v, dict) else v
+                if isinstance(checked[k], Resources):
+                    checked[k] = dataclasses.asdict(checked[k])
+            elif k in valid:
+                checked[k] = convert(v, hints[k], key)
+            else:
+                raise ConfigError(unknown_key_message(key, sorted(valid | {"actors"}), what="parameter", where=f" of stage {name!r}"))
+        out[name] = checked
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
                 **explicit: Any) -> CurateConfig:
     """Defaults <- `base` (a saved config dict) <- config file <- explicit keyword values <- `key=value`
-    overrides (dotted keys).
+    overrides (dotted keys). Every value is checked against its declared type here, before anything runs;
+    a mistake is a `ConfigError` (an unknown name suggests the closest stage or setting).
 
     A top-level key naming a stage (e.g. `pixel_diff: {min: 0.02}` or `pixel_diff.min=0.02`) is a
     shorthand for `stage_params.<stage>`.
     """
     data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
     if path:
-        text = Path(path).read_text()
-        loaded = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config {path} must be a mapping")
-        _merge(data, loaded)
+        deep_merge(data, read_config_file(path))
     for k, v in explicit.items():
         if v is not None:
-            _set_dotted(data, k, v)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
-        k, v = item.split("=", 1)
-        _set_dotted(data, k.strip(), _coerce(v.strip()))
-    from curate.stage import STAGE_REGISTRY, _import_builtin_stages
-
-    _import_builtin_stages()
-    sp = data.setdefault("stage_params", {})
+            set_dotted(data, k, v)
+    deep_merge(data, parse_overrides(overrides or []))
+    registry = _stage_registry()
+    sp = data.get("stage_params") or {}
+    if not isinstance(sp, dict):
+        raise ConfigError(f"stage_params={sp!r}: expected a mapping of stage -> parameters")
+    data["stage_params"] = sp
+    settings = {f.name for f in dataclasses.fields(CurateConfig)}
     for k in list(data):
-        if k in STAGE_REGISTRY:
-            sp.setdefault(k, {}).update(data.pop(k) or {})
+        if k in registry:
+            params = data.pop(k) or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{k}={params!r}: a stage takes parameters, e.g. {k}.min=0.02")
+            sp.setdefault(k, {}).update(params)
+        elif k not in settings:
+            raise ConfigError(unknown_key_message(k, sorted(settings | set(registry)), what="setting or stage"))
     if isinstance(data.get("stages"), str):
         data["stages"] = [s.strip() for s in data["stages"].split(",") if s.strip()]
-    return _from_dict(CurateConfig, data)
+    cfg = build(CurateConfig, data)
+    cfg.stage_params = _check_stage_params(cfg.stage_params, cfg.stages)
+    if not cfg.stages:
+        raise ConfigError("stages is empty: name at least one filter stage")
+    if cfg.runner.kind not in ("ray", "local"):
+        raise ConfigError(f"runner.kind={cfg.runner.kind!r}: expected 'ray' or 'local'")
+    return cfg

@@ -25,6 +25,7 @@ from curate.video_task import WorkDir, apply_decisions, encode_segment_members
 from curate.windows import merge_windows
 
 BALANCE_REASON = "class_below_min_segments"
+UNLABELED_RULE = "videos without a label are not a class: their segments are kept, never balanced away"
 
 
 @dataclass
@@ -72,17 +73,18 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
         apply_decisions(ws, stages)
         all_windows.extend((st, w) for w in ws)
         if st["status"] == "ok":
-            segments.extend(merge_windows(ws, st["split"]))
+            segments.extend(merge_windows(ws, st["split"], cfg.windows.merge_touching))
 
-    # class balance (AVSync-AC)
-    per_class_before = Counter(s.label for s in segments)
+    # class balance (AVSync-AC). Videos without a label are not a class: their segments are never balanced
+    # away (a folder of unlabeled videos would otherwise form one small "None" class and lose everything).
+    per_class_before = Counter(s.label for s in segments if s.label is not None)
     n_min = cfg.balance.min_segments_per_class
     dropped_classes = sorted(str(c) for c, n in per_class_before.items() if n_min and n < n_min)
     for s in segments:
-        if n_min and per_class_before[s.label] < n_min:
+        if n_min and s.label is not None and per_class_before[s.label] < n_min:
             s.kept, s.drop_reason = False, BALANCE_REASON
     kept_segments = [s for s in segments if s.kept]
-    per_class_after = Counter(s.label for s in kept_segments)
+    per_class_after = Counter(s.label for s in kept_segments if s.label is not None)
 
     shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, random_cols, source_media_fallback)
     _write_windows_table(out / "windows.parquet", all_windows, random_cols)
@@ -231,7 +233,8 @@ def _write_segments_table(path: Path, segments: list[Segment]) -> None:
 def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict[str, list[Window]]) -> None:
     data: dict[str, list] = {k: [] for k in ("path", "video_id", "label", "split", "status", "reason", "error",
                                              "duration", "num_scenes", "num_windows", "num_kept_windows", "width",
-                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels")}
+                                             "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels",
+                                             "video_decode_errors", "audio_decode_errors")}
     for st in sorted(statuses, key=lambda s: s["path"]):
         src = st.get("source") or {}
         ws = windows_by_video.get(st["video_id"], [])
@@ -241,8 +244,9 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["split"].append(st["split"])
         data["status"].append(st["status"])
         reason = st["reason"]
-        if reason is None and src.get("decode_error"):
-            reason = f"partially decoded: {src['decode_error']}"
+        errors = src.get("decode_errors") or {}
+        if reason is None:
+            reason = decode_note(src)
         data["reason"].append(reason)
         data["error"].append(st["error"])
         data["duration"].append(st["duration"])
@@ -251,14 +255,29 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
         data["num_kept_windows"].append(sum(1 for w in ws if w.kept))
         for k in ("width", "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels"):
             data[k].append(src.get(k))
+        for k in ("video", "audio"):
+            data[f"{k}_decode_errors"].append(errors.get(k) if src else None)
     schema = pa.schema(
         [("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()), ("split", pa.string()),
          ("status", pa.string()), ("reason", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
          ("num_scenes", pa.int32()), ("num_windows", pa.int32()), ("num_kept_windows", pa.int32()),
          ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("vfr", pa.bool_()),
-         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32())]
+         ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32()),
+         ("video_decode_errors", pa.int32()), ("audio_decode_errors", pa.int32())]
     )
     _write_table(path, pa.Table.from_pydict(data, schema=schema))
+
+
+def decode_note(src: dict) -> str | None:
+    """What decoding skipped in a video that was still used (None when it decoded cleanly)."""
+    errors = src.get("decode_errors") or {}
+    parts = [f"{n} {k} packet{'s' if n > 1 else ''}" for k, n in errors.items() if n]
+    notes = []
+    if parts:
+        notes.append(f"decode errors skipped: {', '.join(parts)} ({src.get('decode_error')})")
+    if src.get("truncated") or (src.get("decode_error") and "decode_errors" not in src):
+        notes.append(f"input ends early, partially decoded: {src.get('decode_error')}")
+    return "; ".join(notes) or None
 
 
 def _write_table(path: Path, table: pa.Table) -> None:
@@ -320,7 +339,9 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
                      "by_split": dict(Counter(s.split for s in kept_segs))},
         "classes": {"before": dict(sorted((str(k), v) for k, v in before.items())),
                     "after": dict(sorted((str(k), v) for k, v in after.items())),
-                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class},
+                    "dropped": dropped_classes, "min_segments_per_class": cfg.balance.min_segments_per_class,
+                    "unlabeled_segments": sum(1 for s in kept_segs if s.label is None),
+                    "rule": UNLABELED_RULE},
         "stages": stage_stats,
         "timers": {k: {"seconds": round(v[0], 3), "windows": v[1]} for k, v in sorted(timers.items())},
         "random_weight_columns": random_cols,
@@ -341,6 +362,11 @@ def format_summary(stats: dict) -> str:
         f"windows  {w['total']:>7}  kept {w['kept']} ({100.0 * w['kept'] / max(w['total'], 1):.1f} %)",
         f"segments {s['merged']:>7}  kept {s['kept']} ({s['kept_seconds']:.1f} s) after class balance "
         f"(min {stats['classes']['min_segments_per_class']}/class; {len(stats['classes']['dropped'])} classes dropped)",
+    ]
+    unlabeled = stats["classes"].get("unlabeled_segments")
+    if unlabeled:
+        lines.append(f"         {unlabeled} kept segments have no label ({UNLABELED_RULE})")
+    lines += [
         "stages:",
     ]
     for st in stats["stages"]:

@@ -57,9 +57,14 @@ class ClassAllowList:
 
 
 def read_vggsound_csv(path: str | Path) -> dict[str, tuple[str, str | None]]:
-    """{'<youtube_id>_<start:06d>': (label, split)} from a VGGSound CSV (header optional)."""
+    """{'<youtube_id>_<start:06d>': (label, split)} from a VGGSound CSV (header optional).
+
+    A file with no row of that form is not a VGGSound CSV: ValueError saying what a row must look like."""
     out: dict[str, tuple[str, str | None]] = {}
-    with open(path, newline="") as f:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--csv {str(path)!r} does not exist" if not p.exists() else f"--csv {str(path)!r} is not a file")
+    with open(p, newline="", errors="replace") as f:
         for row in csv.reader(f):
             if not row or row[0].strip().lower() in ("youtube_id", "# youtube_id", "ytid"):
                 continue
@@ -72,6 +77,9 @@ def read_vggsound_csv(path: str | Path) -> dict[str, tuple[str, str | None]]:
             except ValueError:
                 continue
             out[key] = (label, split)
+    if not out:
+        raise ValueError(f"--csv {str(path)!r} has no VGGSound rows: each row must be "
+                         "youtube_id,start_seconds,label[,split] (e.g. '---g-f_I2yQ,1,people marching,test')")
     return out
 
 

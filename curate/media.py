@@ -3,7 +3,8 @@
 One decode per video: frames are resampled onto a constant-frame-rate grid (sample-and-hold on the
 presentation timestamps, so variable-frame-rate input is handled), rotated upright, resized to a working
 resolution, and the audio is resampled to mono at a fixed rate and aligned so that sample 0 is the
-time of the first video frame.
+time of the first video frame. Decoding is as tolerant as the ffmpeg command line: a packet that
+fails to decode is skipped and counted per stream; only an unusable stream fails the video.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
@@ -34,6 +36,9 @@ class DecodeConfig:
     """Videos longer than this (seconds) are rejected instead of being decoded into memory."""
     require_audio: bool = False
     """If True a missing audio track raises MediaError; else the video decodes with `audio=None`."""
+    max_decode_error_fraction: float = 0.5
+    """Packets that fail to decode are skipped and counted (`source["decode_errors"]`); a stream where more
+    than this share of packets fails is unusable and the video fails."""
 
 
 @dataclass
@@ -131,6 +136,65 @@ class _FrameBuffer:
         return self.data[: self.n]
 
 
+def downmix(samples: np.ndarray, channel_names: Sequence[str] = ()) -> np.ndarray:
+    """[C, N] planar float samples -> [N] mono: the average of the channels, the LFE channel left out when
+    others exist (as ffmpeg's default downmix does). An average never exceeds the loudest channel's peak,
+    so mono does not clip where the source did not (a 1/sqrt(2)-scaled sum adds 3 dB to identical L/R)."""
+    if samples.shape[0] == 1:
+        return samples[0]
+    keep = [i for i, name in enumerate(channel_names) if name != "LFE"]
+    if channel_names and 0 < len(keep) < samples.shape[0]:
+        samples = samples[keep]
+    return samples.mean(axis=0)
+
+
+class _AudioTrack:
+    """Decoded audio frames -> one mono float32 track at `rate`, placed by timestamp: the time span of a
+    packet that failed to decode (a jump in frame times) is filled with silence, so later audio stays in
+    sync with the video."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.chunks: list[np.ndarray] = []
+        self.resampler = None
+        self.t0: float | None = None
+        """Time of the first decoded audio frame (None: nothing decoded)."""
+        self.next_t: float | None = None
+
+    def add(self, fr) -> None:
+        t = fr.time
+        if self.t0 is None:
+            self.t0 = t if t is not None else 0.0
+        elif t is not None and self.next_t is not None and t - self.next_t > 0.5 * fr.samples / fr.sample_rate:
+            self.chunks.append(np.zeros(int(round((t - self.next_t) * self.rate)), np.float32))
+        if t is not None:
+            self.next_t = t + fr.samples / fr.sample_rate
+        elif self.next_t is not None:
+            self.next_t += fr.samples / fr.sample_rate
+        if self.resampler is None:
+            self.resampler = av.AudioResampler(format="fltp", layout=fr.layout.name, rate=self.rate)
+        try:
+            outs = self.resampler.resample(fr)
+        except ValueError:  # layout / rate changed mid-stream: flush and start a new resampler
+            self._flush()
+            self.resampler = av.AudioResampler(format="fltp", layout=fr.layout.name, rate=self.rate)
+            outs = self.resampler.resample(fr)
+        self._take(outs)
+
+    def _take(self, outs) -> None:
+        for out in outs:
+            names = [c.name for c in out.layout.channels]
+            self.chunks.append(downmix(out.to_ndarray().reshape(len(names), -1), names).astype(np.float32))
+
+    def _flush(self) -> None:
+        if self.resampler is not None:
+            self._take(self.resampler.resample(None))
+
+    def finish(self) -> np.ndarray:
+        self._flush()
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
 def _rotation(stream, frame) -> int:
     rot = getattr(frame, "rotation", 0) or 0
     return int(round(rot / 90.0)) % 4
@@ -194,10 +258,11 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
     deltas: list[float] = []
     rotation = 0
     size = None
-    audio_chunks: list[np.ndarray] = []
-    t0a = None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=cfg.audio_rate) if a_stream else None
+    audio = _AudioTrack(cfg.audio_rate) if a_stream is not None else None
     max_frames = int(cfg.max_duration * fps) + 1
+    packets = {"video": 0, "audio": 0}
+    errors = {"video": 0, "audio": 0}
+    first_error: dict[str, str] = {}
 
     def emit_until(t_next: float):
         # write `pending` into every grid slot k with k/fps < t_next
@@ -219,53 +284,67 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         frames.n += 1
         frames.repeat_last(k_end)
 
-    try:
-        for packet in container.demux(streams):
-            for fr in packet.decode():
-                if packet.stream.type == "video":
-                    t = fr.time
-                    if t is None:
-                        t = (pending[0] + 1.0 / src_fps) if pending else 0.0
-                    if t0v is None:
-                        t0v = t
-                    if pending is not None:
-                        if t <= pending[0]:
-                            continue  # non-increasing timestamp: keep the earlier frame
-                        deltas.append(t - pending[0])
-                        emit_until(t)
-                    pending = (t, fr)
-                else:
-                    if t0a is None and fr.time is not None:
-                        t0a = fr.time
-                    for out in resampler.resample(fr):
-                        audio_chunks.append(out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as e:
-        if pending is None:
-            raise MediaError(f"decode error before first frame: {e}") from None
-        # truncated / corrupt tail: keep what decoded; recorded in source["decode_error"]
-        decode_error = f"{type(e).__name__}: {e}"
-    else:
-        decode_error = None
+    # As the ffmpeg command line does: a packet that fails to decode is skipped and counted (video frames
+    # are held across it, audio gets silence for its time span); a demuxer error ends the input there.
+    truncated = None
+    demuxer = container.demux(streams)
+    while True:
+        try:
+            packet = next(demuxer)
+        except StopIteration:
+            break
+        except av.error.FFmpegError as e:
+            truncated = f"{type(e).__name__}: {e}"
+            break
+        kind = packet.stream.type
+        if packet.size:
+            packets[kind] += 1
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError as e:
+            errors[kind] += 1
+            first_error.setdefault(kind, f"{type(e).__name__}: {e}")
+            continue
+        for fr in decoded:
+            if kind == "video":
+                t = fr.time
+                if t is None:
+                    t = (pending[0] + 1.0 / src_fps) if pending else 0.0
+                if t0v is None:
+                    t0v = t
+                if pending is not None:
+                    if t <= pending[0]:
+                        continue  # non-increasing timestamp: keep the earlier frame
+                    deltas.append(t - pending[0])
+                    emit_until(t)
+                pending = (t, fr)
+            else:
+                audio.add(fr)
+    for kind in ("video", "audio"):
+        n, bad = packets[kind], errors[kind]
+        if bad and bad > cfg.max_decode_error_fraction * n:
+            raise MediaError(f"{kind} stream unusable: {bad} of {n} packets failed to decode ({first_error[kind]})")
     if pending is None:
-        raise MediaError("no decodable video frames")
+        why = f" ({errors['video']} of {packets['video']} packets failed: {first_error['video']})" if errors["video"] else ""
+        raise MediaError("no decodable video frames" + (f", input ends early: {truncated}" if truncated else "") + why)
+    if audio is not None and audio.t0 is None and packets["audio"]:
+        raise MediaError(f"audio stream unusable: none of its {packets['audio']} packets decoded"
+                         + (f" ({first_error['audio']})" if "audio" in first_error else ""))
     last_dt = float(np.median(deltas)) if deltas else 1.0 / src_fps
     emit_until(pending[0] + last_dt)
-    if resampler is not None:
-        for out in resampler.resample(None):
-            audio_chunks.append(out.to_ndarray().reshape(-1))
 
     video = frames.array()
-    audio = None
-    if a_stream is not None:
-        audio = np.concatenate(audio_chunks).astype(np.float32) if audio_chunks else np.zeros(0, np.float32)
+    track = None
+    if audio is not None:
         # align: audio sample 0 <-> first video frame
-        shift = int(round(((t0a if t0a is not None else t0v) - t0v) * cfg.audio_rate))
+        track = audio.finish()
+        shift = int(round(((audio.t0 if audio.t0 is not None else t0v) - t0v) * cfg.audio_rate))
         if shift > 0:
-            audio = np.concatenate([np.zeros(shift, np.float32), audio])
+            track = np.concatenate([np.zeros(shift, np.float32), track])
         elif shift < 0:
-            audio = audio[-shift:]
+            track = track[-shift:]
         n = int(round(video.shape[0] / fps * cfg.audio_rate))
-        audio = audio[:n] if audio.shape[0] >= n else np.pad(audio, (0, n - audio.shape[0]))
+        track = track[:n] if track.shape[0] >= n else np.pad(track, (0, n - track.shape[0]))
     vfr = bool(deltas) and (max(deltas) - min(deltas)) > 0.5 / src_fps
     src = {
         "width": src_w,
@@ -277,9 +356,11 @@ def _decode(container, cfg: DecodeConfig) -> DecodedVideo:
         "audio_rate": int(a_stream.codec_context.sample_rate) if a_stream else None,
         "audio_channels": int(a_stream.codec_context.channels) if a_stream else None,
         "audio_codec": a_stream.codec_context.name if a_stream else None,
-        "decode_error": decode_error,
+        "decode_errors": {k: errors[k] for k in ("video", "audio")},
+        "decode_error": truncated or first_error.get("video") or first_error.get("audio"),
+        "truncated": truncated is not None,
     }
-    return DecodedVideo(video, fps, audio, cfg.audio_rate, src)
+    return DecodedVideo(video, fps, track, cfg.audio_rate, src)
 
 
 # --------------------------------------------------------------------------------------------- encode

@@ -60,6 +60,10 @@ def init_ray(cfg: CurateConfig):
     if cfg.runner.address:
         ray.init(address=cfg.runner.address, **kwargs)
     else:
+        # Embedded cluster: Ray's default token authentication stays on; only its notice about that default,
+        # printed on every run, is dropped (an explicit RAY_AUTH_MODE still governs, as Ray documents).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            lambda record: "Token authentication is enabled for this Ray cluster" not in record.getMessage())
         ray.init(num_cpus=cfg.runner.num_cpus or os.cpu_count(), **kwargs)
     return ray
 

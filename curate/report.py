@@ -264,12 +264,12 @@ def _fmt(v) -> str:
 def _class_counts(data: dict) -> tuple[dict, dict]:
     cls = data["stats"].get("classes") or {}
     before, after = dict(cls.get("before") or {}), dict(cls.get("after") or {})
-    if not before and data["segments"]:
+    if "classes" not in data["stats"] and data["segments"]:  # segments without label are no class
         seg = data["segments"]
         labels = seg.get("label") or []
         kept = seg.get("kept") or [True] * len(labels)
-        before = dict(Counter(str(l) for l in labels))
-        after = dict(Counter(str(l) for l, k in zip(labels, kept) if k))
+        before = dict(Counter(str(l) for l in labels if l is not None))
+        after = dict(Counter(str(l) for l, k in zip(labels, kept) if k and l is not None))
     return before, after
 
 
@@ -407,7 +407,11 @@ def render_report(out_dir: str | Path) -> str:
             mn = (stats.get("classes") or {}).get("min_segments_per_class")
             parts.append(f"<p>classes dropped by category balance (fewer than {_fmt(mn)} segments): "
                          + ", ".join(html.escape(str(c)) for c in dropped) + "</p>")
-    else:
+    unlabeled = (stats.get("classes") or {}).get("unlabeled_segments")
+    if unlabeled:
+        parts.append(f"<p>{unlabeled} kept segments have no label: videos without a label are not a class, "
+                     "so class balance never drops them.</p>")
+    elif not before:
         parts.append("<p class='muted'>no segments</p>")
 
     # -- failures

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from common.cli import UsageError
 from curate.config import CurateConfig
 from curate.finalize import RunResult, finalize
 from curate.inputs import ClassAllowList, InputDecision, discover
@@ -47,9 +49,15 @@ class Plan:
     todo: list[InputDecision]
     done: int
     stages: list[Stage]
+    balance_min: int = 0
 
     def describe(self) -> str:
         lines = [f"inputs: {len(self.inputs)}  already done: {self.done}  to process: {len(self.todo)}"]
+        if self.balance_min:
+            lines.append(f"class balance: classes with fewer than {self.balance_min} merged segments are dropped "
+                         "(balance.min_segments_per_class; 0 disables)")
+        else:
+            lines.append("class balance: off (balance.min_segments_per_class=0)")
         pre = sum(1 for d in self.inputs if d.reason)
         if pre:
             lines.append(f"dropped before decoding (class allow-list / CSV): {pre}")
@@ -68,7 +76,7 @@ def _check_fingerprint(cfg: CurateConfig, work: WorkDir) -> None:
     cur = json.dumps(cfg.fingerprint_dict(), sort_keys=True, default=str)
     if fp.is_file():
         if fp.read_text() != cur:
-            raise SystemExit(
+            raise UsageError(
                 f"{cfg.out} holds results made with other settings (decode/scenes/windows/stages/params). "
                 "Use a new --out, delete it, or re-apply thresholds with `python -m pipelines.refilter`."
             )
@@ -79,15 +87,35 @@ def _check_fingerprint(cfg: CurateConfig, work: WorkDir) -> None:
 
 
 def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
+    """What a run would do. Inputs that cannot produce anything (no video under --src, a CSV naming none of
+    them, an allow-list matching none of their labels) are a `UsageError` here, before any work starts."""
     if not cfg.src:
-        raise ValueError("no --src given")
-    allow = ClassAllowList.from_file(cfg.classes) if cfg.classes else None
-    inputs = discover(cfg.src, cfg.extensions, cfg.csv, allow)
+        raise UsageError("--src is required (a folder of videos, or one video file)")
+    if not Path(cfg.src).exists():
+        raise UsageError(f"--src {cfg.src!r} does not exist")
+    try:
+        allow = ClassAllowList.from_file(cfg.classes) if cfg.classes else None
+        inputs = discover(cfg.src, cfg.extensions, cfg.csv, allow)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
     if cfg.limit is not None:
         inputs = inputs[: cfg.limit]
+    if not inputs:
+        raise UsageError(f"no video files under --src {cfg.src!r} (extensions: {' '.join(cfg.extensions)}; "
+                         "set extensions=... to add others)")
+    reasons = Counter(d.reason for d in inputs)
+    if reasons.get(None, 0) == 0:
+        why = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+        hint = ""
+        if "not in CSV" in reasons:
+            hint = " (file names must be <youtube_id>_<start:06d>.<ext> and appear in --csv)"
+        elif "label not in class allow-list" in reasons:
+            hint = f" (labels must match --classes {cfg.classes})"
+        raise UsageError(f"none of the {len(inputs)} inputs under --src {cfg.src!r} can be curated: {why}{hint}")
     work = WorkDir(cfg.out)
     todo = [d for d in inputs if not work.is_done(d.inp.video_id)]
-    return Plan(inputs, todo, len(inputs) - len(todo), stages if stages is not None else build_stages(cfg))
+    return Plan(inputs, todo, len(inputs) - len(todo), stages if stages is not None else build_stages(cfg),
+                cfg.balance.min_segments_per_class)
 
 
 def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], None] | None = None) -> RunResult:
@@ -144,3 +172,25 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="video", desc="curate", dynamic_ncols=True)
+
+
+def empty_reason(stats: dict) -> str | None:
+    """Why a finished run kept no segment (None when it kept some), in words a user can act on."""
+    if stats["segments"]["kept"]:
+        return None
+    v, w = stats["videos"], stats["windows"]
+    if not v["ok"]:
+        parts = [f"{n} failed ({e})" for e, n in v["failed_by_error"].items()]
+        parts += [f"{n} dropped ({r})" for r, n in v["dropped_by_reason"].items()]
+        return f"no input could be used: {', '.join(parts) or 'no inputs'} (see inputs.parquet)"
+    if not w["kept"]:
+        drops = "; ".join(f"{s['name']}: {', '.join(f'{k} {n}' for k, n in s['dropped'].items())}"
+                          for s in stats["stages"] if s["run"] and s["dropped"])
+        return f"every one of the {w['total']} windows was dropped by the filters ({drops or 'no windows'})"
+    cls = stats["classes"]
+    if cls["dropped"] and not cls["after"]:
+        largest = max(cls["before"].values()) if cls["before"] else 0
+        return (f"class balance dropped every class: {len(cls['dropped'])} class(es) had fewer than "
+                f"{cls['min_segments_per_class']} merged segments (largest: {largest}); lower "
+                "balance.min_segments_per_class (--min-segments-per-class, 0 disables)")
+    return "no segment was kept (see segments.parquet)"

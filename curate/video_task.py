@@ -232,7 +232,7 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
         try:
             apply_decisions(item.windows, stages)
             split = split_of(inp, cfg.shards.test_fraction)
-            segs = [] if cfg.score_only else merge_windows(item.windows, split)
+            segs = [] if cfg.score_only else merge_windows(item.windows, split, cfg.windows.merge_touching)
             members: list[tuple[str, bytes]] = []
             t0 = time.perf_counter()
             for seg in segs:

@@ -11,6 +11,10 @@ from curate.records import Segment, VideoInput, Window
 class WindowConfig:
     length: float = 3.0
     stride: float = 0.5
+    merge_touching: bool = False
+    """Kept windows are merged into segments when they overlap. True also merges windows that only touch
+    (0-3 s and 3-6 s), even when every window between them was rejected (the span then holds content
+    those windows were rejected for)."""
 
 
 def make_windows(inp: VideoInput, scenes: list[tuple[float, float]], cfg: WindowConfig = WindowConfig()) -> list[Window]:
@@ -29,12 +33,14 @@ def make_windows(inp: VideoInput, scenes: list[tuple[float, float]], cfg: Window
     return out
 
 
-def merge_windows(windows: list[Window], split: str) -> list[Segment]:
-    """Merge kept windows that overlap or touch (same video, same scene) into segments."""
+def merge_windows(windows: list[Window], split: str, touching: bool = False) -> list[Segment]:
+    """Merge kept windows that overlap (with `touching`, also those that only touch) of the same video and
+    scene into segments."""
     segs: list[Segment] = []
     cur: Segment | None = None
+    eps = 1e-6
     for w in sorted((w for w in windows if w.kept), key=lambda w: (w.scene, w.start)):
-        if cur is not None and w.scene == cur.scene and w.start <= cur.end + 1e-6:
+        if cur is not None and w.scene == cur.scene and (w.start <= cur.end + eps if touching else w.start < cur.end - eps):
             cur.end = max(cur.end, w.end)
             cur.windows.append(w)
             continue

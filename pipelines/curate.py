@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from curate.config import PAPER_STAGES, load_config
+from common.cli import UsageError, add_config_arguments, output_dir, run_main, settings_help, setup_logging
+from common.hub import prepare_hub
+from curate.config import PAPER_STAGES, CurateConfig, load_config
+
+MODEL_STAGES = ("clip_diff", "imagebind", "psync")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--src", help="folder of videos (searched recursively) or one video file")
     p.add_argument("--out", help="output folder (default: out); rerunning with the same --out resumes")
-    p.add_argument("--config", help="YAML/JSON config file (CLI values and overrides win)")
     p.add_argument("--csv", help="VGGSound-format CSV: youtube_id,start_seconds,label,split")
     p.add_argument("--classes", help="class allow-list (preliminary curation): a file with one class per line, or "
                    "`vggss` (the 149 VGGSS classes) / `avsync15` (the 15 AVSync15 classes), shipped")
@@ -38,13 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-segments-per-class", type=int, help="class balance threshold (default 100; 0 disables)")
     p.add_argument("--dry-run", action="store_true", help="list what would be processed and the plan of stages, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys)")
+    add_config_arguments(p, example="pixel_diff.min=0.02")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
+    if args.help_config:
+        print(settings_help(CurateConfig))
+        return 0
     explicit = {
         "src": args.src,
         "out": args.out,
@@ -59,30 +68,29 @@ def main(argv: list[str] | None = None) -> int:
         "allow_random_weights": True if args.allow_random_weights else None,
         "balance.min_segments_per_class": args.min_segments_per_class,
     }
-    try:
-        cfg = load_config(args.config, args.overrides, **explicit)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not cfg.src:
-        print("error: --src is required (a folder of videos)", file=sys.stderr)
-        return 2
-    from curate.runner import build_stages, plan_run, run
+    cfg = load_config(args.config, args.overrides, **explicit)
+    output_dir(cfg.out)
+    from curate.runner import build_stages, empty_reason, plan_run, run
     from curate.stage import StageUnavailable
 
+    plan = None
     try:
+        if any(s in MODEL_STAGES for s in cfg.stages):
+            prepare_hub()  # offline: fail at once instead of retrying each download
+        stages = build_stages(cfg)
+        plan = plan_run(cfg, stages)  # every input mistake is reported here, before any work
         if args.dry_run:
-            print(plan_run(cfg, build_stages(cfg)).describe())
+            print(plan.describe())
             return 0
         result = run(cfg, progress=not args.no_progress)
     except StageUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     print(result.summary())
-    print(f"outputs in {result.out}/ (windows.parquet, segments.parquet, inputs.parquet, shards/, stats.json)")
+    print(f"outputs in {result.out}/ (windows.parquet, segments.parquet, inputs.parquet, shards/, stats.json, report.html)")
+    empty = empty_reason(result.stats)
+    if empty:
+        print(f"error: the run produced no data: {empty}", file=sys.stderr)
+        return 1
     return 0
 
 

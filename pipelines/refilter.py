@@ -16,15 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import UsageError, add_config_arguments, run_main, settings_help, setup_logging
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.refilter", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder of a finished `pipelines.curate` run")
-    p.add_argument("--config", help="YAML/JSON with new thresholds (stage params), balance, shards")
-    p.add_argument("--min-segments-per-class", type=int)
+    p.add_argument("--min-segments-per-class", type=int, help="class balance threshold (0 disables)")
     p.add_argument("--no-recut", action="store_true", help="fail instead of re-cutting segments that were not staged")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    add_config_arguments(p, example="pixel_diff.max=0.12")
     return p
 
 
@@ -32,33 +33,34 @@ SCORING_KEYS = ("decode", "scenes", "windows", "cascade", "src", "csv", "classes
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from curate.config import load_config
+    setup_logging()
+    from curate.config import CurateConfig, load_config
     from curate.finalize import finalize
     from curate.report import write_report
-    from curate.runner import build_stages
+    from curate.runner import build_stages, empty_reason
 
+    if args.help_config:
+        print(settings_help(CurateConfig))
+        return 0
     saved = Path(args.out) / "work" / "config.json"
     if not saved.is_file():
-        print(f"error: {saved} not found: is --out a finished curation run?", file=sys.stderr)
-        return 2
+        raise UsageError(f"{saved} not found: is --out a finished curation run?")
     base = json.loads(saved.read_text())
     base["score_only"] = False  # refilter writes shards unless told score_only=true
-    try:
-        cfg = load_config(args.config, args.overrides, base=base, out=args.out,
-                          **{"balance.min_segments_per_class": args.min_segments_per_class})
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides, base=base, out=args.out,
+                      **{"balance.min_segments_per_class": args.min_segments_per_class})
     new = cfg.to_dict()
     for key in SCORING_KEYS:
         if new[key] != base[key]:
-            print(f"error: `{key}` changes how windows are scored; refilter cannot change it (run curate again)", file=sys.stderr)
-            return 2
+            raise UsageError(f"`{key}` changes how windows are scored; refilter cannot change it (run curate again)")
     missing = [s for s in cfg.stages if s not in base["stages"]]
     if missing:
-        print(f"error: stage(s) {missing} were not run in {args.out}; their scores do not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"stage(s) {missing} were not run in {args.out}; their scores do not exist")
     stages = build_stages(cfg, check=False)
     t0 = time.perf_counter()
     result = finalize(cfg, stages, run_seconds=0.0, source_media_fallback=not args.no_recut)
@@ -66,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / "work" / "refilter.json").write_text(json.dumps(new, indent=2, sort_keys=True, default=str))
     print(result.summary())
     print(f"refiltered in {time.perf_counter() - t0:.1f} s; outputs in {args.out}/")
+    empty = empty_reason(result.stats)
+    if empty:
+        print(f"error: the run produced no data: {empty}", file=sys.stderr)
+        return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

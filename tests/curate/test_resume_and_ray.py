@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.cli import UsageError
 from curate.config import load_config
 from curate.media import DecodeConfig, decode_video
 from curate.runner import run
@@ -46,8 +47,34 @@ def assert_same_outputs(a: Path, b: Path) -> None:
                 fa, fb = decode_video(io.BytesIO(da), cfg), decode_video(io.BytesIO(db), cfg)
                 assert fa.frames.shape == fb.frames.shape
                 assert np.abs(fa.frames.astype(np.int16) - fb.frames).mean() < 1.0
+            elif n.endswith(".flac"):
+                # the same decode in two processes: compare samples (within one 16-bit step), not bytes
+                import soundfile as sf
+
+                xa, ra = sf.read(io.BytesIO(da), dtype="int16")
+                xb, rb = sf.read(io.BytesIO(db), dtype="int16")
+                assert ra == rb and xa.shape == xb.shape, n
+                assert np.abs(xa.astype(np.int32) - xb).max() <= 1, n
+            elif n.endswith(".json"):
+                _assert_json_close(json.loads(da), json.loads(db), n)
             else:
                 assert da == db, n
+
+
+def _assert_json_close(a, b, where: str) -> None:
+    """Equal structure and values; floats within 1e-6 relative (scores computed in another process)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_json_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_json_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9), where
+    else:
+        assert a == b, where
 
 
 def _cmd(src, out, *extra):
@@ -108,7 +135,7 @@ def test_changed_scoring_settings_refuse_to_mix_results(known_folder, tmp_path):
     out = tmp_path / "o"
     base = ["runner.kind=local", "balance.min_segments_per_class=0", "limit=1"]
     run(load_config(None, base, src=str(known_folder), out=str(out)), progress=False)
-    with pytest.raises(SystemExit, match="other settings"):
+    with pytest.raises(UsageError, match="other settings"):
         run(load_config(None, base + ["windows.stride=1.0"], src=str(known_folder), out=str(out)), progress=False)
 
 
