@@ -61,3 +61,26 @@ def test_motion_score_sums_mean_flow():
     m1, m3 = flow_magnitudes(one), flow_magnitudes(three)
     assert m1.shape == (19,) and np.argmax(m1) == 4  # the step between frames 4 and 5
     assert motion_score(m3) == pytest.approx(3 * motion_score(m1), rel=0.25)
+
+
+def test_shifted_audio_ranks_below_synced_on_the_sample_strikes():
+    """The repo's synthetic strikes (sounds caused by visible motion): shifting the audio by 0.5 / 1.0 s lowers
+    AV-Align and raises AV-Align* (on the real trailer neither ranks the synced audio first: docs/evaluation.md)."""
+    from pathlib import Path
+
+    from curate.media import DecodeConfig, decode_video
+
+    root = Path(__file__).resolve().parents[2] / "sample" / "videos"
+    means = {}
+    videos = [decode_video(root / f"strikes00{i}0_000000.mp4", DecodeConfig(short_side=96, audio_rate=16000)) for i in (0, 1)]
+    for shift in (0.0, 0.5, 1.0):
+        rows = []
+        for v in videos:
+            for s0 in np.arange(0.0, v.duration - 3.0 + 1e-9, 2.0):
+                c = v.clip(s0, s0 + 2.0)
+                audio = v.audio_slice(s0 + shift, s0 + shift + c.num_frames / v.fps)
+                rows.append(av_align_scores(audio, 16000, flow_magnitudes(c.frames), v.fps))
+        means[shift] = {k: np.nanmean([r[k] for r in rows]) for k in ("av_align", "av_align_pr", "av_align_star")}
+    for k in ("av_align", "av_align_pr"):
+        assert means[0.0][k] > max(means[0.5][k], means[1.0][k]) + 0.05, means
+    assert means[0.0]["av_align_star"] < min(means[0.5]["av_align_star"], means[1.0]["av_align_star"]), means
