@@ -41,11 +41,13 @@ def load_encoder(preset: str, checkpoint: str, device: str, allow_random: bool):
     """(ImageBindEncoder, random?) via the curation adapter; FileNotFoundError naming the checkpoint if missing."""
     import torch
 
-    from curate.models.imagebind import load_imagebind, resolve_checkpoint
+    from common.hub import url_reachable
+    from curate.models.imagebind import IMAGEBIND_HUGE_URL, load_imagebind, resolve_checkpoint
 
     random = preset != "huge"
     if not random:
-        path, problem = resolve_checkpoint(checkpoint)
+        url = checkpoint if checkpoint.startswith(("http://", "https://")) else IMAGEBIND_HUGE_URL
+        path, problem = resolve_checkpoint(checkpoint, download=url_reachable(url))  # offline: fail at once
         if problem:
             if not allow_random:
                 raise FileNotFoundError(f"ImageBind: {problem}; provide imagebind_huge.pth as imagebind.checkpoint=PATH")

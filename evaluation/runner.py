@@ -131,6 +131,9 @@ class Models:
         if self.scorer is not None:
             out["sync_classifier"] = {"network": "sync classifier (SyncScorer)", "weights": cfg.sync_checkpoint,
                                       "random_weights": self.sync_random}
+            if self.sync_random:
+                out["sync_classifier"]["note"] = ("its README says it was trained on synthetic videos only: RelSync/AlignSync "
+                                                  "from it are flagged like random weights")
         return out
 
     def random_metrics(self, cfg: EvalConfig) -> set[str]:
@@ -188,19 +191,19 @@ def load_models(cfg: EvalConfig) -> Models:
         except FileNotFoundError as e:
             problems.append(str(e))
     if problems:
-        raise EvaluationError("missing weights (pass --allow-random-weights to run random-init networks, every number "
-                              "flagged):\n  - " + "\n  - ".join(problems))
+        raise EvaluationError("missing weights: " + "; ".join(problems) + " (or pass --allow-random-weights to run "
+                              "random-init networks, every number they give flagged)")
     return models
 
 
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def _sync_cut(video, start):
-    """The sync classifier's clip: 12 frames at 6 fps and 2 s of audio from `start`."""
+def _sync_cut(video, start, spec):
+    """The sync classifier's clip (its spec: 12 frames at 6 fps, 2 s of audio) from `start`."""
     from evaluation.protocols import cut
 
-    frames, audio, _ = cut(video, start, 6.0, 12, None)
+    frames, audio, _ = cut(video, start, spec.fps, spec.num_frames, None)
     return frames, audio
 
 
@@ -249,8 +252,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     if cfg.needs("reference") and not shards:
         need = sorted(NEEDS["reference"] & set(cfg.metrics))
         raise EvaluationError(f"metrics {','.join(need)} need --reference shards (or choose --metrics without them)")
+    log.info("%d generated samples, %d reference shard(s), protocol %s, metrics %s", len(items), len(shards), protocol.name,
+             ",".join(cfg.metrics))
     models = load_models(cfg)
     flagged = models.random_metrics(cfg)
+    if flagged:
+        log.warning("RANDOM-INIT networks: %s will be flagged as not meaningful", ",".join(sorted(flagged)))
     generator_random = any(bool(it.sidecar.get("random_weights")) for it in items)
     warnings: list[str] = []
     rng = np.random.default_rng(cfg.seed)
@@ -278,13 +285,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         label = meta.get("label")
         for start in clip_starts(video.duration, protocol, rng):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
-            sf, sa = _sync_cut(video, start) if use_sync else (None, None)
+            sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
             ref_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
                           lambda rec, key=key, start=start: ref_rows.append({"key": key, "start": start, **_scalars(rec)}))
         for start in wanted.pop(key, ()):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
             info = paired[(key, start)] = {"label": label, "first_frame": frames[0]}
-            sf, sa = _sync_cut(video, start) if use_sync else (None, None)
+            sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
             pair_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
                            lambda rec, info=info: info.update({k: rec[k] for k in ("phi", "_ia_first", "_passt_logits") if k in rec}))
         bar.update(1)
@@ -353,7 +360,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         if image is None and ref is not None:
             image, image_source = ref["first_frame"], "reference first frame"
         row["label"], row["image_source"] = label, image_source
-        sf, sa = _sync_cut(video, 0.0) if use_sync else (None, None)
+        sf, sa = _sync_cut(video, 0.0, models.scorer.spec) if use_sync else (None, None)
         gen_batch.add(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, sf, sa),
                       lambda rec, row=row, ref=ref, skipped=skipped: finish(rec, row, ref, skipped))
     gen_batch.flush()
