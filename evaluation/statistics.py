@@ -41,8 +41,22 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
 
 
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Frechet distance between the Gaussians fitted to feature sets x [N, D] and y [M, D]."""
-    return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+    """Frechet distance between the Gaussians fitted to feature sets x [N, D] and y [M, D].
+
+    With fewer vectors than dimensions (e.g. 2048-d Inception features of a few hundred frames) the same number
+    comes exactly from the centred data: with S1 = X^T X / (N-1) and S2 = Y^T Y / (M-1), the non-zero
+    eigenvalues of S1 S2 are those of (X Y^T)(X Y^T)^T / ((N-1)(M-1)), so Tr((S1 S2)^(1/2)) is the sum of the
+    singular values of X Y^T / sqrt((N-1)(M-1)): an N x M SVD instead of two D x D eigendecompositions."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if min(len(x), len(y)) >= x.shape[-1] or x.ndim != 2 or y.ndim != 2 or len(x) < 2 or len(y) < 2:
+        return frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"feature sizes differ: {x.shape[1]} vs {y.shape[1]}")
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    c1, c2 = len(x) - 1, len(y) - 1
+    tr_covmean = float(np.linalg.svd(xc @ yc.T, compute_uv=False).sum()) / np.sqrt(c1 * c2)
+    diff = x.mean(0) - y.mean(0)
+    return float(diff @ diff + (xc * xc).sum() / c1 + (yc * yc).sum() / c2 - 2.0 * tr_covmean)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> np.ndarray:

@@ -90,3 +90,15 @@ def test_help_and_help_config(capsys):
     assert e.value.code == 0 and "--allow-random-weights" in capsys.readouterr().out
     assert main(["--help-config"]) == 0
     assert "i3d.weights" in capsys.readouterr().out
+
+
+def test_avsync15_protocol_scores_frames_2_to_12_of_three_clips_per_video(eval_data, tmp_path):
+    rc = main(["--generated", str(eval_data / "gen"), "--reference", str(eval_data / "test-*.tar"), "--protocol", "avsync15",
+               "--metrics", "fid", "--out", str(tmp_path), "--no-progress", "--allow-random-weights",
+               "inception.preset=tiny"])
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["counts"]["reference_clips"] == 9  # head, centre, tail of 3 videos
+    assert m["metrics"]["fid"]["n_generated"] == 4 * 11 and m["metrics"]["fid"]["n_reference"] == 9 * 11
+    assert m["protocol"]["size"] == [256, 256] and m["protocol"]["fps"] == 6.0
+    assert any("do not have 3 generated samples each" in w for w in m["warnings"])  # one sample per video here

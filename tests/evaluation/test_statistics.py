@@ -44,6 +44,15 @@ def test_frechet_from_samples_uses_unbiased_covariance_and_is_zero_for_equal_set
     assert s.shape == (3, 3) and np.allclose(s, np.cov(x, rowvar=False))
 
 
+def test_frechet_with_fewer_vectors_than_dimensions_equals_the_covariance_route():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((12, 40)), rng.standard_normal((9, 40)) * 0.7 + 0.2
+    via_stats = frechet_distance_from_stats(*gaussian_stats(x), *gaussian_stats(y))
+    # the D x D route takes square roots of rounding-level eigenvalues of the rank-deficient product (~1e-8)
+    assert frechet_distance(x, y) == pytest.approx(via_stats, rel=1e-6)
+    assert abs(frechet_distance(x, x)) < 1e-8
+
+
 def _mmd_direct(x, y):
     d = x.shape[1]
     k = lambda a, b: (float(a @ b) / d + 1.0) ** 3  # noqa: E731
