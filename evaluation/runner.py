@@ -279,7 +279,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     pair_batch = Batcher(cfg.clips_per_batch, lambda cs: score_clips(cs, set(), paired_models, skip, Collected(), text_cache,
                                                                       cfg.av_align))
     n_ref_videos = 0
-    bar = tqdm(desc="reference", unit="video", disable=not progress or not shards)
+    bar = tqdm(desc="reference", unit="clip", disable=not progress or not shards)  # counts scored clips
+
+    def ref_done(rec: dict, key: str, start: float) -> None:
+        ref_rows.append({"key": key, "start": start, **_scalars(rec)})
+        bar.update(1)
+
     for key, video, meta in iter_reference_segments(shards, decode):
         n_ref_videos += 1
         label = meta.get("label")
@@ -287,14 +292,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
             sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
             ref_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
-                          lambda rec, key=key, start=start: ref_rows.append({"key": key, "start": start, **_scalars(rec)}))
+                          lambda rec, key=key, start=start: ref_done(rec, key, start))
         for start in wanted.pop(key, ()):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
             info = paired[(key, start)] = {"label": label, "first_frame": frames[0]}
             sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
             pair_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
                            lambda rec, info=info: info.update({k: rec[k] for k in ("phi", "_ia_first", "_passt_logits") if k in rec}))
-        bar.update(1)
     ref_batch.flush()
     pair_batch.flush()
     bar.close()
@@ -327,9 +331,11 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         row.update({k: v for k, v in _scalars(rec).items() if k != "ia_frames"})
         row["skipped"] = "; ".join(skipped) or None
         row["random_weights"] = ",".join(sorted(flagged)) or None
+        gen_bar.update(1)
 
     gen_batch = Batcher(cfg.clips_per_batch, lambda cs: score_clips(cs, metrics, models, skip, gen_coll, text_cache, cfg.av_align))
-    for it in tqdm(items, desc="generated", unit="sample", disable=not progress):
+    gen_bar = tqdm(total=len(items), desc="generated", unit="sample", disable=not progress)  # counts scored samples
+    for it in items:
         row = {"key": it.key, "path": str(it.path), "reference": it.reference, "clip_start": it.clip_start,
                "generator_random_weights": bool(it.sidecar.get("random_weights", False)), "error": None}
         rows.append(row)
@@ -338,6 +344,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
             video = decode_video(it.path, decode)
         except MediaError as e:
             row["error"] = f"decode: {e}"
+            gen_bar.update(1)
             continue
         if video.audio is None:
             video.audio = np.zeros(int(video.duration * video.audio_rate), np.float32)
@@ -364,6 +371,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         gen_batch.add(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, sf, sa),
                       lambda rec, row=row, ref=ref, skipped=skipped: finish(rec, row, ref, skipped))
     gen_batch.flush()
+    gen_bar.close()
 
     # ---- set metrics
     results: dict = {}
