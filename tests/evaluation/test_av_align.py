@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import event_clip
+from tests.evaluation.eval_helpers import event_clip
 from evaluation.av_align import (av_align, av_align_pr, av_align_scores, av_align_star, dtw_distance, local_peaks,
                                  normalise_curve)
 from evaluation.motion import flow_magnitudes, motion_score

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY
+from tests.evaluation.eval_helpers import TINY
 from pipelines.evaluate import main
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, event_clip, write_mp4
+from tests.evaluation.eval_helpers import TINY, event_clip, write_mp4
 
 
 def _write_png(path, image):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import event_clip
+from tests.evaluation.eval_helpers import event_clip
 from curate.media import DecodedVideo
 from evaluation.protocols import PROTOCOLS, clip_starts, cut
 from evaluation.sync_metrics import load_scorer, p_align, relsync
