@@ -95,6 +95,13 @@ class TrainConfig:
     flip: bool = True
     synthetic_fps: float = 24.0
     """Frame rate of the synthetic source videos (the classifier samples them at spec.fps)."""
+    families: tuple[str, ...] = ("motion", "contact", "deform", "appearance", "camera", "multi")
+    """Look families of the synthetic videos (sync_classifier/families.py), drawn in turn; "flash" is the
+    first generator (every event object lights up), not in the default mix."""
+    real_media: str = ""
+    """Folder of real media (a long video used as moving backgrounds, a speech .wav cut into event
+    sounds, drums/*.ogg one-shots) mixed into the synthetic videos; empty = synthetic looks and the
+    shipped drums only."""
     seed: int = 0
     num_workers: int = 1
     threads: int = 0

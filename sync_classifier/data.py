@@ -20,7 +20,7 @@ from curate.media import DecodeConfig, DecodedVideo, MediaError, decode_video
 
 from .audio import log_mel
 from .config import ClipSpec
-from .synthetic import make_sounding_video
+from .families import load_real_media, make_family_video
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,12 @@ class InstanceStream(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, spec: ClipSpec, offsets: np.ndarray, source: str = "synthetic", path=None,
-                 seed: int = 0, start: int = 0, synthetic_fps: float = 24.0):
+                 seed: int = 0, start: int = 0, synthetic_fps: float = 24.0,
+                 families: tuple[str, ...] = ("flash",), real_media: str = ""):
         super().__init__()
         self.spec, self.offsets, self.source, self.path = spec, np.asarray(offsets), source, path
         self.seed, self.start, self.synthetic_fps = seed, start, synthetic_fps
+        self.families, self.real_media = tuple(families), real_media
         self.need = required_duration(len(offsets), float(abs(offsets[1] - offsets[0])), spec)
 
     def __iter__(self):
@@ -131,11 +133,13 @@ class InstanceStream(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.start, wid])
         half = self.need / 2
         if self.source == "synthetic":
+            media = load_real_media(self.real_media, self.spec.image_size, self.spec.audio_rate) if self.real_media else None
             i = self.start + wid
             while True:
                 s = (self.seed * 10**6 + i) % EVAL_SEED_BASE
-                v, _ = make_sounding_video(s, duration=self.need + 0.5, size=self.spec.image_size,
-                                           fps=self.synthetic_fps, audio_rate=self.spec.audio_rate)
+                v, _ = make_family_video(s, self.families[i % len(self.families)], duration=self.need + 0.5,
+                                         size=self.spec.image_size, fps=self.synthetic_fps,
+                                         audio_rate=self.spec.audio_rate, media=media)
                 yield make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec)
                 i += nw
         it = iter_folder if self.source == "videos" else iter_shards

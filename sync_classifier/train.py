@@ -128,7 +128,8 @@ def main(argv=None) -> Path:
 
     offsets = clip_offsets(cfg.num_offsets, cfg.offset_step)
     stream = InstanceStream(cfg.model.spec, offsets, source=source, path=path, seed=cfg.seed,
-                            start=step * cfg.batch_size, synthetic_fps=cfg.synthetic_fps)
+                            start=step * cfg.batch_size, synthetic_fps=cfg.synthetic_fps,
+                            families=cfg.families, real_media=cfg.real_media)
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                                          persistent_workers=cfg.num_workers > 0,
                                          prefetch_factor=2 if cfg.num_workers > 0 else None)
