@@ -292,6 +292,9 @@ def make_family_video(
     ]
     n_silent = int(rng.integers(1, 3)) if family == "multi" else int(rng.random() < 0.25)
     silent = [_new_object(rng, canvas, OBJECT_FAMILIES[rng.integers(4)], _event_times(rng, duration, 0.5, 1.6)) for _ in range(n_silent)]
+    # static scenery (what a camera jolt visibly moves): 2-4 objects in the camera family, else 0-2
+    n_static = int(rng.integers(2, 5)) if family == "camera" else int(rng.integers(0, 3))
+    scenery = [_new_object(rng, canvas, "static", np.zeros(0)) for _ in range(n_static)]
     objects = [s for s in streams if s["behaviour"] != "camera"]
     # draw order random so sounding objects are not always on top
     layers = objects + silent
@@ -346,6 +349,8 @@ def make_family_video(
             x = d["cx"] + d["ax"] * np.sin(2 * np.pi * d["wx"] * t + d["ph"])
             y = d["cy"] + d["ay"] * np.sin(2 * np.pi * d["wy"] * t + 2 * d["ph"])
             img[_mask(d["shape"], xx - x, yy - y, d["r"], d["r"])] = d["color"]
+        for o in scenery:  # behind everything else
+            _draw(img, xx, yy, o, _object_state(o, t, canvas))
         for j in order:
             o = layers[j]
             _draw(img, xx, yy, o, _object_state(o, t, canvas))

@@ -23,18 +23,26 @@ from curate.media import DecodedVideo
 from .audio import log_mel
 from .config import ClipSpec
 from .data import clip_audio, clip_frames, fit_frames
-from .frames import video_to_tensor
+from .frames import clip_tensor
 from .model import SyncClassifier
 
 
 class SyncScorer:
+    training_data: str
+    """What the classifier was trained on (config.json `training_data`; "unknown" if not stated)."""
+    curation_grade: bool
+    """True only for a classifier trained on real data (not "synthetic" / "unknown")."""
+
     def __init__(self, model: SyncClassifier, device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype
         self.spec: ClipSpec = model.spec
+        self.training_data = str(getattr(model, "training_data", "unknown") or "unknown")
+        self.curation_grade = self.training_data not in ("synthetic", "unknown")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "SyncScorer":
+        """A checkpoint folder or a file inside it (this project's format or the authors' `modules`)."""
         return cls(SyncClassifier.from_pretrained(path), device=device, dtype=dtype)
 
     @classmethod
@@ -54,7 +62,7 @@ class SyncScorer:
     @torch.no_grad()
     def _encode_video(self, video, batch_size: int) -> torch.Tensor:
         video = video if torch.is_tensor(video) else torch.from_numpy(np.ascontiguousarray(video))
-        out = [self.model.encode_video(video_to_tensor(v, self.spec.image_size).to(self.device, self.dtype)) for v in video.split(batch_size)]
+        out = [self.model.encode_video(clip_tensor(v, self.spec).to(self.device, self.dtype)) for v in video.split(batch_size)]
         return torch.cat(out).float()
 
     @torch.no_grad()
@@ -81,7 +89,7 @@ class SyncScorer:
                 raise ValueError(f"audio rate {video.audio_rate} != {spec.audio_rate}")
             starts = float(center) - spec.duration / 2 + shifts
             audios.append(clip_audio(video, starts, spec))
-            frames.append(fit_frames(clip_frames(video, starts, spec), spec.image_size))
+            frames.append(fit_frames(clip_frames(video, starts, spec), spec.image_size, spec.resize))
         n = len(requests)
         a = self._encode_audio(np.concatenate(audios), batch_size).reshape(n, 3, -1)
         v = self._encode_video(np.concatenate(frames), batch_size).reshape(n, 3, -1)
