@@ -146,8 +146,8 @@ def _new_object(rng, size: int, behaviour: str, events: np.ndarray) -> dict:
         o["along"] = size * rng.uniform(0.25, 0.75)
     elif behaviour == "deform":
         o["mode"] = ["grow", "shrink", "squash", "stretch"][rng.integers(4)]
-        o["amount"] = rng.uniform(0.35, 0.8)
-        o["tau"] = rng.uniform(0.08, 0.25)
+        o["amount"] = rng.uniform(0.4, 0.8)
+        o["tau"] = rng.uniform(0.15, 0.35)  # visible in at least one frame at 6 fps
     elif behaviour == "appearance":
         o["mode"] = ["color", "shape", "pattern", "toggle", "color"][rng.integers(5)]
         o["palette"] = [_color(rng) for _ in range(6)]
@@ -305,7 +305,7 @@ def make_family_video(
     if cam is not None:
         ang = rng.uniform(0, 2 * np.pi, len(cam["events"]))
         cam_dir = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-        cam_amp, cam_tau, cam_freq = margin * rng.uniform(0.5, 0.95), rng.uniform(0.08, 0.25), rng.uniform(2.0, 6.0)
+        cam_amp, cam_tau, cam_freq = margin * rng.uniform(0.6, 0.95), rng.uniform(0.15, 0.35), rng.uniform(1.5, 4.0)
     pan = rng.uniform(-1, 1, 2) * margin * 0.5 / max(duration, 1e-3) if rng.random() < 0.25 else np.zeros(2)
 
     # background: real footage (moving, with cuts) or a random still
