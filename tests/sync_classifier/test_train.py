@@ -113,3 +113,13 @@ def test_help_config_lists_settings(capsys):
     assert main(["--help-config"]) == 0
     text = capsys.readouterr().out
     assert "stage1_steps" in text and "model.spec.image_size" in text and "real_media" in text
+
+
+def test_accelerate_code_path_on_cpu(tmp_path, monkeypatch):
+    pytest.importorskip("accelerate")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # as `accelerate launch` sets it
+    out = tmp_path / "run"
+    assert main(["--preset", "tiny", "--steps", "2", "--out", str(out), "--no-progress", "grad_clip=1.0", "stage1_steps=1"]) == 0
+    recs = _log(out)
+    assert [r["stage"] for r in recs] == [1, 2]
+    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 2
