@@ -17,7 +17,7 @@ import torch
 
 from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
-from sync_classifier.frames import video_to_tensor
+from sync_classifier.frames import clip_tensor
 from sync_classifier.model import SyncClassifier
 from sync_classifier.train import train_step
 
@@ -35,7 +35,7 @@ def main(argv=None):
     b = args.batch_size or cfg.batch_size
     torch.manual_seed(0)
     model = SyncClassifier(cfg.model).train()
-    it = iter(InstanceStream(cfg.model.spec, clip_offsets(cfg.num_offsets, cfg.offset_step)))
+    it = iter(InstanceStream(cfg.model.spec, clip_offsets(cfg.num_offsets, cfg.offset_step), families=cfg.families))
     insts = [next(it) for _ in range(b)]
     batch = {k: torch.stack([x[k] for x in insts]) for k in insts[0]}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -44,7 +44,7 @@ def main(argv=None):
     frames = batch["frames"].reshape(b * k, *batch["frames"].shape[2:])
 
     def bare():
-        video = video_to_tensor(frames, cfg.model.spec.image_size)
+        video = clip_tensor(frames, cfg.model.spec)
         opt.zero_grad(set_to_none=True)
         (model.encode_audio(mel).sum() + model.encode_video(video).sum()).backward()
 

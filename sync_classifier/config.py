@@ -28,6 +28,13 @@ class ClipSpec:
     mel_std: float = 9.138
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
+    video_mean: tuple[float, ...] = (0.43216, 0.394666, 0.37645)
+    """Per-channel mean of [0, 1] RGB frames (default Kinetics, as AVID; the authors' released VGGSS
+    classifier uses CLIP's (0.48145466, 0.4578275, 0.40821073))."""
+    video_std: tuple[float, ...] = (0.22803, 0.22145, 0.216989)
+    """Per-channel std (Kinetics; the authors' classifier: CLIP's (0.26862954, 0.26130258, 0.27577711))."""
+    resize: str = "bilinear"
+    """Interpolation of the short-side resize: "bilinear" or "bicubic" (the authors' code), antialiased."""
 
     @property
     def num_samples(self) -> int:
@@ -87,11 +94,20 @@ class TrainConfig:
     offset_step: float = 0.2
     """Training clips at offsets -2.0..+2.0 s (0.2 s steps)."""
     temperature: float = 0.1
-    warmup_easy_steps: int = 0
-    """Optional stage 1 (supplement Sec. 1.2): for the first N steps every clip of the batch is a
-    candidate (negatives from other instances too); afterwards only the instance's shifted clips."""
+    stage1_steps: int = 0
+    """Stage 1 (supplement Sec. 1.2): the first N steps use easy negatives only (for each clip the
+    candidates are its true partner and the clips of the *other* instances of the batch, never the
+    instance's own shifted clips). Afterwards stage 2: hard negatives only (the instance's shifted
+    clips). The two kinds are never in one softmax (the supplement reports that diverges). An AVID-CMA
+    init (--init-avid) replaces stage 1: with it, stage1_steps must be 0."""
     batch_size: int = 32
     lr: float = 2e-4
+    warmup_steps: int = 0
+    """Linear LR warm-up from 0 over the first N steps (the authors' config: 100), then constant."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (the authors' config: 1.0); 0 = off."""
+    mixed_precision: str = "no"
+    """"no", "fp16" or "bf16": autocast of the forward pass (GPU only; fp16 uses a grad scaler)."""
     weight_decay: float = 0.01
     steps: int = 40000
     max_minutes: float = 0.0
@@ -99,6 +115,13 @@ class TrainConfig:
     flip: bool = True
     synthetic_fps: float = 24.0
     """Frame rate of the synthetic source videos (the classifier samples them at spec.fps)."""
+    families: tuple[str, ...] = ("motion", "contact", "deform", "appearance", "camera", "multi")
+    """Look families of the synthetic videos (sync_classifier/families.py), drawn in turn; "flash" is the
+    first generator (every event object lights up), not in the default mix."""
+    real_media: str = ""
+    """Folder of real media (a long video used as moving backgrounds, a speech .wav cut into event
+    sounds, drums/*.ogg one-shots) mixed into the synthetic videos; empty = synthetic looks and the
+    shipped drums only."""
     seed: int = 0
     num_workers: int = 1
     threads: int = 0
@@ -109,29 +132,36 @@ class TrainConfig:
     eval_every: int = 0
     eval_videos: int = 16
     device: str = "cpu"
+    """"cpu", "cuda", "cuda:1", ...; under `accelerate launch` each process takes its own GPU."""
+    shuffle_buffer: int = 8
+    """Folder/shard sources: instances are mixed in a buffer of this many before batching."""
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A saved or hand-written (partial) mapping, every value checked by its declared type."""
+        from common.config import build
+
         d = dict(d)
-        model = ModelConfig.from_dict(d.pop("model", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        return cls(model=model, **d)
+        if "warmup_easy_steps" in d:  # name before stage1_steps
+            d["stage1_steps"] = d.pop("warmup_easy_steps")
+        return build(cls, d)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def paper() -> TrainConfig:
-    """Table 1 sizes, 224 px, batch 32, lr 2e-4 constant, 40k iterations."""
-    return TrainConfig(preset="paper")
+    """Table 1 sizes, 224 px, batch 32, lr 2e-4 (100 warm-up steps, then constant), gradient norm
+    clipped to 1.0, 40k stage-2 iterations (the authors' config); fp16 autocast on GPU. Stage 1 (easy
+    negatives) is off: use --init-avid (the paper's choice) or set stage1_steps."""
+    return TrainConfig(preset="paper", warmup_steps=100, grad_clip=1.0, mixed_precision="fp16", num_workers=4)
 
 
 def small() -> TrainConfig:
     """CPU-trainable: 32 px frames, 64 mel bins, channels (12, 24, 48, 96), explicit time axis before
-    the head, batch 4, lr 1e-3, stops after 30 minutes of training."""
+    the head, batch 4, lr 1e-3, stage 2 only, one DataLoader worker (synthesis overlaps the step), stops
+    after 30 minutes of training. Data: every other video is the first generator ("flash", which a model
+    learns from scratch in a few hundred steps), the others cycle through the six look families."""
     spec = ClipSpec(image_size=32, n_mels=64)
     model = ModelConfig(
         spec=spec,
@@ -146,7 +176,9 @@ def small() -> TrainConfig:
     )
     return TrainConfig(
         model=model, preset="small", batch_size=4, lr=1e-3, steps=100000, max_minutes=30.0,
-        num_workers=0, threads=1, log_every=10, save_every=50, eval_every=0,
+        families=("flash", "motion", "flash", "contact", "flash", "deform", "flash", "appearance", "flash", "camera",
+                  "flash", "multi"),
+        num_workers=1, threads=1, log_every=10, save_every=50, eval_every=0,
     )
 
 

@@ -20,7 +20,7 @@ from curate.media import DecodeConfig, DecodedVideo, MediaError, decode_video
 
 from .audio import log_mel
 from .config import ClipSpec
-from .synthetic import make_sounding_video
+from .families import load_real_media, make_family_video
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def required_duration(num: int, step: float, spec: ClipSpec) -> float:
     return float((num - 1) * step + spec.duration)
 
 
-def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [..., H, W, 3] -> uint8 [..., size, size, 3]: short side resized to size, center crop."""
+def fit_frames(frames: np.ndarray, size: int, resize: str = "bilinear") -> np.ndarray:
+    """uint8 [..., H, W, 3] -> uint8 [..., size, size, 3]: short side resized to size (`resize`
+    interpolation, antialiased), center crop."""
     h, w = frames.shape[-3:-1]
     if (h, w) == (size, size):
         return frames
@@ -49,7 +50,7 @@ def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
     if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(x, size=(nh, nw), mode=resize, antialias=True, align_corners=False)
     top, left = (nh - size) // 2, (nw - size) // 2
     x = x[:, :, top : top + size, left : left + size].round().clamp(0, 255).to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy().reshape(*lead, size, size, 3)
@@ -73,54 +74,83 @@ def make_instance(video: DecodedVideo, center: float, offsets: np.ndarray, spec:
         raise ValueError(f"audio rate {video.audio_rate} != {spec.audio_rate}")
     starts = center + np.asarray(offsets) - spec.duration / 2
     mel = log_mel(torch.from_numpy(clip_audio(video, starts, spec)), spec)
-    frames = fit_frames(clip_frames(video, starts, spec), spec.image_size)
+    frames = fit_frames(clip_frames(video, starts, spec), spec.image_size, spec.resize)
     return {"mel": mel, "frames": torch.from_numpy(np.ascontiguousarray(frames))}
 
 
-def iter_folder(directory: str | Path, spec: ClipSpec, min_duration: float, report: dict | None = None) -> Iterator[tuple[str, DecodedVideo]]:
-    """Decode every video file of a folder; skip (and count in report['skipped']) short or unreadable ones."""
-    cfg = DecodeConfig(short_side=spec.image_size, audio_rate=spec.audio_rate)
-    paths = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in VIDEO_EXTS)
-    for p in paths:
-        try:
-            v = decode_video(p, cfg)
-        except (MediaError, Exception) as e:  # noqa: BLE001 - any unreadable file is skipped and reported
-            if report is not None:
-                report.setdefault("skipped", []).append((str(p), f"unreadable: {e}"))
-            continue
-        if v.audio is None or v.duration < min_duration - 1e-6:
-            if report is not None:
-                why = "no audio" if v.audio is None else f"too short ({v.duration:.2f} s < {min_duration:.2f} s)"
-                report.setdefault("skipped", []).append((str(p), why))
-            continue
-        yield str(p), v
+def list_videos(directory: str | Path) -> list[Path]:
+    """The video files of a folder (recursive, sorted); nothing is decoded."""
+    return sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in VIDEO_EXTS)
+
+
+def decode_usable(path: str | Path, spec: ClipSpec, min_duration: float, report: dict | None = None) -> DecodedVideo | None:
+    """Decode one video file at the classifier's size; None (and the reason in report['skipped']) if it
+    is unreadable, has no audio or is shorter than min_duration."""
+    try:
+        v = decode_video(path, DecodeConfig(short_side=spec.image_size, audio_rate=spec.audio_rate))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is skipped and reported
+        if report is not None:
+            report.setdefault("skipped", []).append((str(path), f"unreadable: {e}"))
+        return None
+    return _usable(str(path), v, min_duration, report)
+
+
+def _usable(name: str, v: DecodedVideo, min_duration: float, report: dict | None) -> DecodedVideo | None:
+    if v.audio is None or v.duration < min_duration - 1e-6:
+        if report is not None:
+            why = "no audio" if v.audio is None else f"too short ({v.duration:.2f} s < {min_duration:.2f} s)"
+            report.setdefault("skipped", []).append((name, why))
+        return None
+    return v
+
+
+def iter_folder(directory: str | Path, spec: ClipSpec, min_duration: float, report: dict | None = None,
+                paths: list[Path] | None = None) -> Iterator[tuple[str, DecodedVideo]]:
+    """Decode the videos of a folder one at a time (or the given paths, in that order); skip (and
+    count in report['skipped']) short or unreadable ones."""
+    for p in list_videos(directory) if paths is None else paths:
+        v = decode_usable(p, spec, min_duration, report)
+        if v is not None:
+            yield str(p), v
 
 
 def iter_shards(patterns, spec: ClipSpec, min_duration: float, report: dict | None = None) -> Iterator[tuple[str, DecodedVideo]]:
+    """Decoded segments of shards in order, one at a time (curate.shards.iter_segments)."""
     from curate.shards import iter_segments
 
     cfg = DecodeConfig(short_side=spec.image_size, max_fps=1000.0, audio_rate=spec.audio_rate)
     for seg in iter_segments(patterns, cfg):
-        if seg.video.audio is None or seg.video.duration < min_duration - 1e-6:
-            if report is not None:
-                report.setdefault("skipped", []).append((seg.key, f"too short ({seg.video.duration:.2f} s)"))
-            continue
-        yield seg.key, seg.video
+        v = _usable(seg.key, seg.video, min_duration, report)
+        if v is not None:
+            yield seg.key, v
+
+
+def split_for(items: list, part: int, parts: int) -> list:
+    """Every parts-th item starting at part (the share of one rank x worker)."""
+    return items[part::parts]
 
 
 class InstanceStream(torch.utils.data.IterableDataset):
     """Endless training instances (21 offsets) from synthetic videos, a video folder, or shards.
 
-    Synthetic: video i is `make_sounding_video(seed * 10**6 + i)` (i counts from `start`, split over
-    workers), all below EVAL_SEED_BASE. Folder/shards: decoded once per pass, shuffled per pass, the
-    center drawn uniformly where all offsets fit.
+    Synthetic: video i is `make_family_video(seed * 10**6 + i, families[i % len])` (seeds below
+    EVAL_SEED_BASE); i counts from `start`, split over ranks x workers. Folder / shards: streamed, never
+    decoded as a whole: each pass lists the files (video paths, or shard files), shuffles them with a
+    seed of (seed, pass), gives every rank x worker its share, decodes one video (or one shard) at a
+    time, draws the center uniformly where all offsets fit, and mixes instances in a buffer of
+    `shuffle_buffer` before yielding. `skip` videos of this part's first pass are passed over without
+    decoding (resume: the run continues its pass where it stopped, give or take the buffer).
     """
 
     def __init__(self, spec: ClipSpec, offsets: np.ndarray, source: str = "synthetic", path=None,
-                 seed: int = 0, start: int = 0, synthetic_fps: float = 24.0):
+                 seed: int = 0, start: int = 0, synthetic_fps: float = 24.0,
+                 families: tuple[str, ...] = ("flash",), real_media: str = "", rank: int = 0, world_size: int = 1,
+                 shuffle_buffer: int = 8, skip: int = 0):
         super().__init__()
         self.spec, self.offsets, self.source, self.path = spec, np.asarray(offsets), source, path
         self.seed, self.start, self.synthetic_fps = seed, start, synthetic_fps
+        self.families, self.real_media = tuple(families), real_media
+        self.rank, self.world_size, self.shuffle_buffer, self.skip = rank, world_size, max(1, shuffle_buffer), skip
         self.need = required_duration(len(offsets), float(abs(offsets[1] - offsets[0])), spec)
 
     def __iter__(self):
@@ -128,27 +158,37 @@ class InstanceStream(torch.utils.data.IterableDataset):
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         if info is not None:
             torch.set_num_threads(1)
-        rng = np.random.default_rng([self.seed, self.start, wid])
+        part, parts = self.rank * nw + wid, self.world_size * nw
+        rng = np.random.default_rng([self.seed, self.start, part])
         half = self.need / 2
         if self.source == "synthetic":
-            i = self.start + wid
+            media = load_real_media(self.real_media, self.spec.image_size, self.spec.audio_rate) if self.real_media else None
+            i = self.start + part
             while True:
                 s = (self.seed * 10**6 + i) % EVAL_SEED_BASE
-                v, _ = make_sounding_video(s, duration=self.need + 0.5, size=self.spec.image_size,
-                                           fps=self.synthetic_fps, audio_rate=self.spec.audio_rate)
+                v, _ = make_family_video(s, self.families[i % len(self.families)], duration=self.need + 0.5,
+                                         size=self.spec.image_size, fps=self.synthetic_fps,
+                                         audio_rate=self.spec.audio_rate, media=media)
                 yield make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec)
-                i += nw
-        it = iter_folder if self.source == "videos" else iter_shards
+                i += parts
+        files = list_videos(self.path) if self.source == "videos" else list(self.path)
+        if not files:
+            raise RuntimeError(f"no {'videos' if self.source == 'videos' else 'shards'} in {self.path}")
+        buf: list = []
+        epoch, skip = 0, self.skip
         while True:
+            order = list(np.random.default_rng([self.seed, epoch]).permutation(len(files)))
+            mine = split_for([files[j] for j in order], part % max(1, min(parts, len(files))), min(parts, len(files)))
+            if skip:
+                mine, skip = mine[skip:], max(0, skip - len(mine))
             n = 0
-            items = list(it(self.path, self.spec, self.need)) if self.source == "videos" else None
-            gen = items if items is not None else it(self.path, self.spec, self.need)
-            if items is not None:
-                rng.shuffle(items)
-            for k, (_, v) in enumerate(gen):
-                if k % nw != wid:
-                    continue
+            gen = (iter_folder(self.path, self.spec, self.need, paths=mine) if self.source == "videos"
+                   else iter_shards(mine, self.spec, self.need))
+            for _, v in gen:
                 n += 1
-                yield make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec)
-            if n == 0:
+                buf.append(make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec))
+                if len(buf) >= self.shuffle_buffer:
+                    yield buf.pop(int(rng.integers(len(buf))))
+            epoch += 1
+            if n == 0 and not buf and epoch > 1:
                 raise RuntimeError(f"no usable sounding videos (>= {self.need:.1f} s with audio) in {self.path}")

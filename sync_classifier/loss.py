@@ -31,3 +31,25 @@ def offset_accuracy(phi: torch.Tensor, tolerance: int = 0) -> dict:
     a2v = ((phi.argmax(dim=-1) - idx).abs() <= tolerance).float().mean().item()
     v2a = ((phi.argmax(dim=-2) - idx).abs() <= tolerance).float().mean().item()
     return {"acc_a2v": a2v, "acc_v2a": v2a}
+
+
+def easy_infonce(phi_all: torch.Tensor, b: int, k: int, temperature: float = 0.1) -> tuple[torch.Tensor, dict]:
+    """Stage-1 loss with easy negatives only: phi_all [B*K, B*K] over every audio (rows) and video
+    (columns) clip of the batch, clip index = instance * K + offset. For audio clip (i, k) the candidates
+    are its partner video (i, k) and every clip of the *other* instances; the other offsets of its own
+    instance (the hard negatives) are masked out, so easy and hard negatives never share a softmax.
+    Needs B >= 2. Accuracy: the partner scores highest among the candidates."""
+    if b < 2:
+        raise ValueError("stage 1 (easy negatives) needs at least 2 instances per batch")
+    n = b * k
+    inst = torch.arange(n, device=phi_all.device) // k
+    same = inst[:, None] == inst[None, :]
+    hard = same & ~torch.eye(n, dtype=torch.bool, device=phi_all.device)
+    logits = (phi_all.float() / temperature).masked_fill(hard, float("-inf"))
+    target = torch.arange(n, device=phi_all.device)
+    l_a2v = F.cross_entropy(logits, target)
+    l_v2a = F.cross_entropy(logits.T, target)
+    with torch.no_grad():
+        acc = {"acc_a2v": (logits.argmax(1) == target).float().mean().item(),
+               "acc_v2a": (logits.argmax(0) == target).float().mean().item()}
+    return l_a2v + l_v2a, {"loss_a2v": l_a2v.item(), "loss_v2a": l_v2a.item(), **acc}

@@ -173,8 +173,13 @@ class SyncHead(nn.Module):
 
 
 class SyncClassifier(nn.Module):
-    def __init__(self, config: ModelConfig | None = None):
+    training_data: str = "unknown"
+    """What the weights were trained on ("synthetic", "vggss", ...), saved as config.json's
+    `training_data`; "unknown" when a checkpoint does not say."""
+
+    def __init__(self, config: ModelConfig | None = None, training_data: str = "unknown"):
         super().__init__()
+        self.training_data = training_data
         self.config = config or ModelConfig()
         self.video_encoder = VideoEncoder(self.config)
         self.audio_encoder = AudioEncoder(self.config)
@@ -201,7 +206,8 @@ class SyncClassifier(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        cfg = {**self.config.to_dict(), "training_data": self.training_data}
+        (path / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         tmp = path / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp))
@@ -209,13 +215,33 @@ class SyncClassifier(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "SyncClassifier":
+        """Load a checkpoint folder (or any file inside it): this project's config.json +
+        model.safetensors, or the authors' released layout (`modules/` with audio_encoder/,
+        video_encoder/, head/; see sync_classifier/asva.py). FileNotFoundError says what is missing."""
         from safetensors.torch import load_file
 
-        path = Path(path)
-        cfg = ModelConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
-        model = cls(cfg)
-        model.load_state_dict(load_file(str(path / WEIGHTS_NAME), device="cpu"))
-        return model.to(device).eval()
+        folder = checkpoint_folder(path)
+        if (folder / WEIGHTS_NAME).is_file():
+            raw = json.loads((folder / CONFIG_NAME).read_text())
+            model = cls(ModelConfig.from_dict(raw), training_data=str(raw.get("training_data", "unknown")))
+            model.load_state_dict(load_file(str(folder / WEIGHTS_NAME), device="cpu"))
+            return model.to(device).eval()
+        from .asva import find_asva_modules, load_asva
+
+        return load_asva(find_asva_modules(folder)).to(device).eval()
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """The checkpoint folder named by `path` (the folder itself or a file inside it)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    folder = p.parent if p.is_file() else p
+    if (folder / WEIGHTS_NAME).is_file() and not (folder / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"checkpoint folder {str(folder)!r} has {WEIGHTS_NAME} but no {CONFIG_NAME}")
+    if p.is_file() and folder.name in ("audio_encoder", "video_encoder", "head"):
+        folder = folder.parent  # a file of the authors' layout: modules/<part>/<file>
+    return folder
 
 
 def load_avid(model: SyncClassifier, path: str | Path) -> dict:

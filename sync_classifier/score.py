@@ -23,7 +23,7 @@ from curate.media import DecodedVideo
 from .audio import log_mel
 from .config import ClipSpec
 from .data import clip_audio, clip_frames, fit_frames
-from .frames import video_to_tensor
+from .frames import clip_tensor
 from .model import SyncClassifier
 
 
@@ -42,6 +42,7 @@ class SyncScorer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "SyncScorer":
+        """A checkpoint folder or a file inside it (this project's format or the authors' `modules`)."""
         return cls(SyncClassifier.from_pretrained(path), device=device, dtype=dtype)
 
     @classmethod
@@ -61,7 +62,7 @@ class SyncScorer:
     @torch.no_grad()
     def _encode_video(self, video, batch_size: int) -> torch.Tensor:
         video = video if torch.is_tensor(video) else torch.from_numpy(np.ascontiguousarray(video))
-        out = [self.model.encode_video(video_to_tensor(v, self.spec.image_size).to(self.device, self.dtype)) for v in video.split(batch_size)]
+        out = [self.model.encode_video(clip_tensor(v, self.spec).to(self.device, self.dtype)) for v in video.split(batch_size)]
         return torch.cat(out).float()
 
     @torch.no_grad()
@@ -88,7 +89,7 @@ class SyncScorer:
                 raise ValueError(f"audio rate {video.audio_rate} != {spec.audio_rate}")
             starts = float(center) - spec.duration / 2 + shifts
             audios.append(clip_audio(video, starts, spec))
-            frames.append(fit_frames(clip_frames(video, starts, spec), spec.image_size))
+            frames.append(fit_frames(clip_frames(video, starts, spec), spec.image_size, spec.resize))
         n = len(requests)
         a = self._encode_audio(np.concatenate(audios), batch_size).reshape(n, 3, -1)
         v = self._encode_video(np.concatenate(frames), batch_size).reshape(n, 3, -1)

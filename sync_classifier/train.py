@@ -1,195 +1,244 @@
-"""Train the sync classifier: 21-offset symmetric InfoNCE (supplement Sec. 1.2).
+"""Train the sync classifier: 21-offset symmetric InfoNCE (supplement Sec. 1.2), the authors' recipe.
 
-    python -m sync_classifier.train                               # small preset, synthetic videos
-    python -m sync_classifier.train --preset small --out out/sync_small --max-minutes 30
+    python -m sync_classifier.train                               # small preset, synthetic look families
+    python -m sync_classifier.train --preset small --out out/sync_small real_media=DIR
     python -m sync_classifier.train --shards 'out/shards/*.tar' --preset paper --init-avid avid.pth
+    accelerate launch -m sync_classifier.train --preset paper --videos DIR --init-avid avid.pth
     python -m sync_classifier.train --resume out/sync_small       # continue the same run
 
-The run folder holds config.json + model.safetensors (the model, loadable with
-SyncClassifier.from_pretrained / SyncScorer.from_pretrained), train_state.pt (optimizer, step,
-elapsed time, training config) and log.jsonl (loss, accuracies, steps/s).
+Recipe: stage 1 (the first `stage1_steps`) uses easy negatives only (other instances), stage 2 hard
+negatives only (the instance's shifted clips); an AVID-CMA init replaces stage 1. LR warm-up, gradient
+norm clipping, fp16/bf16 autocast on GPU, several GPUs through `accelerate launch` (each rank reads
+its own share of the data). The run folder holds config.json + model.safetensors (the model, loadable
+with SyncClassifier.from_pretrained / SyncScorer.from_pretrained), train_state.pt (optimizer, step,
+elapsed time, training config, data position) and log.jsonl (loss, accuracies, stage, lr, steps/s).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
-from .config import PRESETS, TrainConfig, load_config_file, merge
+from .config import TrainConfig
 from .data import InstanceStream, clip_offsets
-from .frames import video_to_tensor
-from .loss import sync_infonce
+from .frames import clip_tensor
+from .loss import easy_infonce, sync_infonce
 from .model import SyncClassifier, load_avid
 
 log = logging.getLogger("sync_classifier.train")
 
 
-def train_step(model: SyncClassifier, batch: dict, opt: torch.optim.Optimizer, cfg: TrainConfig,
-               gen: torch.Generator | None = None, easy_negatives: bool = False) -> dict:
+class PairScores(nn.Module):
+    """The training forward pass as one module (so DDP / accelerate see a single forward): B*K audio and
+    B*K video clips -> phi for the K x K pairs of each instance ([B, K, K], stage 2) or for all B*K x B*K
+    pairs of the batch ([B*K, B*K], stage 1)."""
+
+    def __init__(self, model: SyncClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor, video: torch.Tensor, b: int, k: int, all_pairs: bool) -> torch.Tensor:
+        a = self.model.encode_audio(mel)
+        v = self.model.encode_video(video)
+        if all_pairs:
+            return self.model.head.pairwise(a[None], v[None])[0]
+        return self.model.head.pairwise(a.reshape(b, k, -1), v.reshape(b, k, -1))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over cfg.warmup_steps, then constant (the authors' constant_with_warmup)."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+
+
+def train_step(model: SyncClassifier | PairScores, batch: dict, opt: torch.optim.Optimizer, cfg: TrainConfig,
+               gen: torch.Generator | None = None, easy_negatives: bool = False, scaler=None, accelerator=None) -> dict:
     """One optimisation step on a batch {'mel': [B, K, 1, F, T], 'frames': uint8 [B, K, T, S, S, 3]}.
 
-    Each of the B*K audio and B*K video clips is encoded once; phi for all K x K pairs of an instance
-    comes from the head's split first layer (SyncHead.pairwise). With easy_negatives (stage-1 warm-up)
-    the candidates are all B*K clips of the batch instead of the K of the instance.
+    Each clip is encoded once; phi for the pairs comes from the head's split first layer
+    (SyncHead.pairwise). easy_negatives: stage-1 loss (loss.easy_infonce), else stage 2 (sync_infonce).
     """
+    scores = model if isinstance(model, PairScores) or accelerator is not None else PairScores(model)
+    core = scores.model if hasattr(scores, "model") else accelerator.unwrap_model(scores).model
     mel, frames = batch["mel"], batch["frames"]
     b, k = mel.shape[:2]
-    dev = next(model.parameters()).device
+    dev = next(core.parameters()).device
     flip = torch.rand(b * k, generator=gen) < 0.5 if cfg.flip else None
-    video = video_to_tensor(frames.reshape(b * k, *frames.shape[2:]), model.spec.image_size, flip=flip).to(dev)
-    a = model.encode_audio(mel.reshape(b * k, *mel.shape[2:]).to(dev)).reshape(b, k, -1)
-    v = model.encode_video(video).reshape(b, k, -1)
-    if easy_negatives:
-        loss, metrics = sync_infonce(model.head.pairwise(a.reshape(1, b * k, -1), v.reshape(1, b * k, -1)), cfg.temperature)
-    else:
-        loss, metrics = sync_infonce(model.head.pairwise(a, v), cfg.temperature)
+    video = clip_tensor(frames.reshape(b * k, *frames.shape[2:]), core.spec, flip=flip).to(dev, non_blocking=True)
+    mel = mel.reshape(b * k, *mel.shape[2:]).to(dev, non_blocking=True)
+    amp = contextlib.nullcontext()
+    if accelerator is None and cfg.mixed_precision != "no" and dev.type == "cuda":
+        amp = torch.autocast("cuda", dtype=torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16)
+    with amp:
+        phi = scores(mel, video, b, k, easy_negatives)
+    loss, metrics = easy_infonce(phi, b, k, cfg.temperature) if easy_negatives else sync_infonce(phi, cfg.temperature)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    params = [p for p in core.parameters() if p.requires_grad]
+    if accelerator is not None:
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            metrics["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.grad_clip))
+        opt.step()
+    elif scaler is not None:
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        if cfg.grad_clip:
+            metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        opt.step()
     metrics["loss"] = loss.item()
     return metrics
 
 
-def build_config(args) -> TrainConfig:
-    cfg = PRESETS[args.preset]()
-    if args.config:
-        cfg = merge(cfg, load_config_file(args.config))
-    over = {k: getattr(args, k) for k in ("steps", "batch_size", "lr", "max_minutes", "seed", "num_workers", "threads", "device", "eval_every")
-            if getattr(args, k) is not None}
-    return merge(cfg, over)
+def launched_by_accelerate() -> bool:
+    """True under `accelerate launch` (or torchrun with several processes)."""
+    return any(k.startswith("ACCELERATE_") for k in os.environ) or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m sync_classifier.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--shards", help="train on curated WebDataset shards (glob / brace pattern)")
-    src.add_argument("--videos", help="train on a folder of sounding videos (each >= 6 s)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model/training size (default small)")
-    p.add_argument("--config", help="yaml/json file with TrainConfig fields (nested 'model'/'spec'); CLI flags override it")
-    p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoints, logs)")
-    p.add_argument("--resume", help="run folder to continue (its saved config is used; --steps/--max-minutes may extend it)")
-    p.add_argument("--init-avid", help="AVID-CMA checkpoint: initialise the audio/video encoders where keys and shapes match")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--max-minutes", type=float, help="stop after this much training time (total over resumes); 0 = no limit")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--num-workers", type=int)
-    p.add_argument("--threads", type=int, help="torch threads of the training process")
-    p.add_argument("--eval-every", type=int, help="evaluate (31 offsets) on held-out synthetic videos every N steps")
-    p.add_argument("--device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    return p.parse_args(argv)
+def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, init_avid: str | None = None,
+          resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a training into the run folder `out`; returns `out`. Inputs are assumed checked
+    (see sync_classifier.cli)."""
+    accelerator = None
+    if launched_by_accelerate():
+        from accelerate import Accelerator
 
-
-def main(argv=None) -> Path:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    out = Path(args.resume or args.out)
-    state = None
-    if args.resume:
-        state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=False)
-        cfg = TrainConfig.from_dict(state["config"])
-        over = {k: getattr(args, k) for k in ("steps", "max_minutes", "num_workers", "threads", "device", "eval_every") if getattr(args, k) is not None}
-        cfg = merge(cfg, over)
-        source, path = state["source"], state["source_path"]
-    else:
-        cfg = build_config(args)
-        source = "shards" if args.shards else "videos" if args.videos else "synthetic"
-        path = args.shards or args.videos
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision if cfg.device != "cpu" else "no", cpu=cfg.device == "cpu")
+    is_main = accelerator is None or accelerator.is_main_process
+    device = accelerator.device if accelerator is not None else torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = SyncClassifier(cfg.model).to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed = 0, 0.0
+    model = SyncClassifier(cfg.model, training_data="synthetic" if source == "synthetic" else "unknown")
+    state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=False) if resume else None
+    step, elapsed, consumed = 0, 0.0, 0
     if state is not None:
-        loaded = SyncClassifier.from_pretrained(out, device=cfg.device)
+        loaded = SyncClassifier.from_pretrained(out)
         model.load_state_dict(loaded.state_dict())
-        opt.load_state_dict(state["optimizer"])
-        step, elapsed = state["step"], state["elapsed"]
+        model.training_data = loaded.training_data
+        step, elapsed, consumed = state["step"], state["elapsed"], state.get("consumed", 0)
         log.info("resumed %s at step %d (%.1f min trained)", out, step, elapsed / 60)
-    elif args.init_avid:
-        rep = load_avid(model, args.init_avid)
+    elif init_avid:
+        rep = load_avid(model, init_avid)
         log.info("AVID init: loaded %d tensors, %d encoder tensors missing, %d mismatched, %d unexpected",
                  len(rep["loaded"]), len(rep["missing"]), len(rep["mismatched"]), len(rep["unexpected"]))
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    scores = PairScores(model)
+    scaler = None
+    if accelerator is not None:
+        scores, opt = accelerator.prepare(scores, opt)
+    elif cfg.mixed_precision == "fp16" and device.type == "cuda":
+        scaler = torch.amp.GradScaler("cuda")
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("preset %s, %.2fM parameters, source %s %s, out %s", cfg.preset, n_params / 1e6, source, path or "", out)
+    log.info("preset %s, %.2fM parameters, source %s %s, %d process(es), out %s", cfg.preset, n_params / 1e6, source,
+             path if isinstance(path, str) or path is None else f"{len(path)} shard(s)", world, out)
 
     offsets = clip_offsets(cfg.num_offsets, cfg.offset_step)
+    workers = max(1, cfg.num_workers)
     stream = InstanceStream(cfg.model.spec, offsets, source=source, path=path, seed=cfg.seed,
-                            start=step * cfg.batch_size, synthetic_fps=cfg.synthetic_fps)
+                            start=step * cfg.batch_size * world, synthetic_fps=cfg.synthetic_fps,
+                            families=cfg.families, real_media=cfg.real_media, rank=rank, world_size=world,
+                            shuffle_buffer=cfg.shuffle_buffer,
+                            skip=consumed // (workers * world) if source == "videos" else 0)
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                         persistent_workers=cfg.num_workers > 0,
+                                         persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if cfg.num_workers > 0 else None)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step + 104729 * rank)
 
     def save():
+        if not is_main:
+            return
         model.save_pretrained(out)
         torch.save({"config": cfg.to_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "source": source, "source_path": path}, out / "train_state.tmp")
+                    "consumed": consumed, "source": source, "source_path": path}, out / "train_state.tmp")
         (out / "train_state.tmp").replace(out / "train_state.pt")
 
     bar = None
-    if not args.no_progress:
+    if progress and is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    logf = open(out / "log.jsonl", "a")
+    logf = open(out / "log.jsonl", "a") if is_main else None
     limit = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     model.train()
-    window, t_last, saved_at = [], time.perf_counter(), step
+    window, t_last, saved_at, t_data = [], time.perf_counter(), step, 0.0
     data_iter = iter(loader)
     while step < cfg.steps and elapsed < limit:
         t0 = time.perf_counter()
         batch = next(data_iter)
-        m = train_step(model, batch, opt, cfg, gen, easy_negatives=step < cfg.warmup_easy_steps)
+        t1 = time.perf_counter()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        stage = 1 if step < cfg.stage1_steps else 2
+        m = train_step(scores, batch, opt, cfg, gen, easy_negatives=stage == 1, scaler=scaler, accelerator=accelerator)
         step += 1
+        consumed += cfg.batch_size * world
         dt = time.perf_counter() - t0
+        t_data += t1 - t0
         elapsed += dt
         window.append(m)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", a2v=f"{m['acc_a2v']:.2f}", v2a=f"{m['acc_v2a']:.2f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
+            bar.set_postfix(loss=f"{m['loss']:.3f}", a2v=f"{m['acc_a2v']:.2f}", v2a=f"{m['acc_v2a']:.2f}", stage=stage)
+        if is_main and (step % cfg.log_every == 0 or step == cfg.steps):
             now = time.perf_counter()
-            rec = {"step": step, "elapsed_min": round(elapsed / 60, 3), "steps_per_s": round(len(window) / (now - t_last), 4)}
+            rec = {"step": step, "stage": stage, "lr": lr_at(cfg, step - 1), "elapsed_min": round(elapsed / 60, 3),
+                   "steps_per_s": round(len(window) / (now - t_last), 4), "data_wait_s": round(t_data / len(window), 4)}
             for key in ("loss", "acc_a2v", "acc_v2a"):
                 rec[key] = round(float(np.mean([w[key] for w in window])), 4)
             logf.write(json.dumps(rec) + "\n")
             logf.flush()
             if bar is None:
                 log.info("%s", rec)
-            window, t_last = [], now
-        if cfg.eval_every and step % cfg.eval_every == 0:
+            window, t_last, t_data = [], now, 0.0
+        if is_main and cfg.eval_every and step % cfg.eval_every == 0:
             from .evaluate import evaluate_model, synthetic_videos
 
-            model.eval()
-            res = evaluate_model(model, synthetic_videos(cfg.eval_videos, spec=cfg.model.spec))
+            fam = cfg.families[0] if cfg.families else "motion"
+            res = evaluate_model(model, synthetic_videos(cfg.eval_videos, spec=cfg.model.spec, family=fam))
             model.train()
             logf.write(json.dumps({"step": step, "eval": res}) + "\n")
             logf.flush()
-            log.info("step %d eval (31 offsets, +-0.2 s): a2v %.3f v2a %.3f", step, res["acc_a2v"], res["acc_v2a"])
+            log.info("step %d eval (%s, centre clip, 31 offsets, +-0.2 s): a2v %.3f v2a %.3f", step, fam, res["acc_a2v"], res["acc_v2a"])
         if step - saved_at >= cfg.save_every:
             save()
             saved_at = step
     save()
     if bar is not None:
         bar.close()
-    logf.close()
-    log.info("done: step %d, %.1f min of training, saved to %s", step, elapsed / 60, out)
+    if logf is not None:
+        logf.close()
+    log.info("done: step %d, %.1f min of training", step, elapsed / 60)
     return out
 
 
+def main(argv=None) -> int:
+    """`python -m sync_classifier.train`; returns the exit code (0, or 2 with one `error:` line)."""
+    from .cli import train_main
+
+    return train_main(argv)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

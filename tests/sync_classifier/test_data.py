@@ -61,3 +61,65 @@ def test_synthetic_stream_yields_distinct_instances():
     assert not torch.equal(a["frames"], b["frames"])
     # clips of one instance differ (shifted), neighbouring ones overlap in content
     assert not torch.equal(a["mel"][0], a["mel"][1])
+
+
+def _folder(tmp_path, n, duration=6.6):
+    from sync_classifier import write_synthetic_folder
+
+    return write_synthetic_folder(tmp_path / "videos", n, seed=40, duration=duration, size=24)
+
+
+def test_folder_stream_splits_over_ranks_and_streams_one_video_at_a_time(tmp_path, monkeypatch):
+    import sync_classifier.data as data
+
+    paths = _folder(tmp_path, 4)
+    spec = ClipSpec(image_size=24, n_mels=32)
+    decoded = []
+    real = data.decode_usable
+
+    def spy(p, *a, **k):
+        decoded.append(str(p))
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(data, "decode_usable", spy)
+    seen = {}
+    for rank in range(2):
+        s = InstanceStream(spec, clip_offsets(21, 0.2), source="videos", path=str(tmp_path / "videos"), seed=1,
+                           rank=rank, world_size=2, shuffle_buffer=1)
+        it = iter(s)
+        n0 = len(decoded)
+        next(it)
+        assert len(decoded) - n0 == 1  # the first instance needs one decode, not the whole folder
+        for _ in range(1):
+            next(it)
+        seen[rank] = decoded[n0:]
+    assert set(seen[0]).isdisjoint(seen[1]) and set(seen[0]) | set(seen[1]) == {str(p) for p in paths}
+
+
+def test_folder_stream_resume_skips_without_decoding(tmp_path, monkeypatch):
+    import sync_classifier.data as data
+
+    _folder(tmp_path, 3)
+    spec = ClipSpec(image_size=24, n_mels=32)
+    decoded = []
+    real = data.decode_usable
+    monkeypatch.setattr(data, "decode_usable", lambda p, *a, **k: decoded.append(str(p)) or real(p, *a, **k))
+    full = InstanceStream(spec, clip_offsets(21, 0.2), source="videos", path=str(tmp_path / "videos"), seed=2, shuffle_buffer=1)
+    it = iter(full)
+    for _ in range(3):
+        next(it)
+    order = decoded[:3]
+    decoded.clear()
+    resumed = iter(InstanceStream(spec, clip_offsets(21, 0.2), source="videos", path=str(tmp_path / "videos"), seed=2,
+                                  shuffle_buffer=1, skip=2))
+    next(resumed)
+    assert decoded == [order[2]]  # the pass continues at its third video
+
+
+def test_folder_stream_reports_no_usable_videos(tmp_path):
+    import pytest
+
+    _folder(tmp_path, 1, duration=3.0)  # too short for 21 offsets (6 s)
+    spec = ClipSpec(image_size=24, n_mels=32)
+    with pytest.raises(RuntimeError, match="no usable sounding videos"):
+        next(iter(InstanceStream(spec, clip_offsets(21, 0.2), source="videos", path=str(tmp_path / "videos"))))

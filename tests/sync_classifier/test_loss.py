@@ -34,3 +34,23 @@ def test_loss_gradient_pushes_diagonal_up():
     g = phi.grad[0]
     assert torch.all(torch.diagonal(g) < 0)
     assert torch.all(g[~torch.eye(5, dtype=torch.bool)] > 0)
+
+
+def test_easy_negatives_never_share_a_softmax_with_hard_ones():
+    from sync_classifier.loss import easy_infonce
+
+    b, k = 3, 4
+    phi = torch.zeros(b * k, b * k, requires_grad=True)
+    loss, m = easy_infonce(phi, b, k, temperature=0.1)
+    # candidates per row: the partner + (b - 1) * k clips of other instances
+    assert math.isclose(loss.item(), 2 * math.log(1 + (b - 1) * k), rel_tol=1e-5)
+    loss.backward()
+    g = phi.grad
+    inst = torch.arange(b * k) // k
+    hard = (inst[:, None] == inst[None, :]) & ~torch.eye(b * k, dtype=torch.bool)
+    assert torch.all(g[hard] == 0)  # shifted clips of the same instance get no gradient
+    assert torch.all(torch.diagonal(g) < 0) and torch.all(g[~hard & ~torch.eye(b * k, dtype=torch.bool)] > 0)
+    # high scores on hard negatives do not change the loss at all
+    phi2 = torch.zeros(b * k, b * k)
+    phi2[hard] = 100.0
+    assert math.isclose(easy_infonce(phi2, b, k)[0].item(), loss.item(), rel_tol=1e-6)

@@ -136,3 +136,31 @@ def test_paper_preset_gradients_reach_every_parameter():
     train_step(model, batch, opt, cfg)
     missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
+
+
+def test_checkpoint_folder_or_file_and_training_data(tmp_path, tiny_model):
+    import json
+
+    import pytest
+
+    from sync_classifier.score import SyncScorer
+
+    tiny_model.training_data = "synthetic"
+    tiny_model.save_pretrained(tmp_path / "ck")
+    assert json.loads((tmp_path / "ck" / "config.json").read_text())["training_data"] == "synthetic"
+    for p in (tmp_path / "ck", tmp_path / "ck" / "model.safetensors", tmp_path / "ck" / "config.json"):
+        m = SyncClassifier.from_pretrained(p)
+        assert m.training_data == "synthetic"
+        assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), tiny_model.state_dict().values()))
+    s = SyncScorer.from_pretrained(tmp_path / "ck")
+    assert s.training_data == "synthetic" and s.curation_grade is False
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    del cfg["training_data"]  # older checkpoints do not say
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    assert SyncScorer.from_pretrained(tmp_path / "ck").training_data == "unknown"
+    cfg["training_data"] = "vggsound"
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(cfg))
+    assert SyncScorer.from_pretrained(tmp_path / "ck").curation_grade is True
+    (tmp_path / "ck" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        SyncClassifier.from_pretrained(tmp_path / "ck")
