@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import randomize_joint
+from tests.train.conftest import randomize_joint
 from train.diffusion import Condition, DiffusionConfig, JointDiffusion, ddpm_timestep, edm_log_sigma
 from train.models.jointdit import JointDiT, layer_matching, match_experts
 
@@ -84,7 +84,7 @@ def test_block_diagonal_mask_isolates_video_from_audio(tiny_parts):
     with torch.no_grad():
         bd_x, bd_y = model(**x, attention_mode="block_diagonal")[0], model(**y, attention_mode="block_diagonal")[0]
         full_x, full_y = model(**x)[0], model(**y)[0]
-    assert torch.equal(bd_x, bd_y)
+    torch.testing.assert_close(bd_x, bd_y, atol=1e-6, rtol=0)  # audio cannot reach video
     assert (full_x - full_y).abs().max() > 1e-4
 
 
@@ -136,10 +136,18 @@ def test_save_load_round_trip_reproduces_outputs(tiny_parts, tmp_path):
     model.save_pretrained(tmp_path / "jd")
     assert (tmp_path / "jd" / "diffusion_pytorch_model.safetensors").exists()
     loaded = JointDiT.from_pretrained(tmp_path / "jd").eval()
+    # what is deterministic is compared exactly: every saved tensor
+    sa, sb = model.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    # outputs of two instances may differ in the last bits on some CPUs (kernel choice depends on memory
+    # layout): compared with a tolerance far below any real difference
     x = _inputs(model, seed=1)
     with torch.no_grad():
         a, b = model(**x), loaded(**x)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    torch.testing.assert_close(a[0], b[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a[1], b[1], atol=1e-4, rtol=1e-4)
 
 
 def test_paper_preset_parameter_counts_on_meta_device():
