@@ -31,37 +31,63 @@ PRESET_DEFAULTS = {
 @dataclass
 class TrainConfig:
     shards: str | None = None
+    """Curated WebDataset shards (glob / brace pattern)."""
     latents: str | None = None
     """Latent shards from `python -m train.cache_latents` (replaces --shards: no VAE/CLIP per step)."""
     preset: str = "tiny"
+    """Expert sizes: tiny (random-init stand-ins, CPU) or paper (SVD + AudioLDM2)."""
     video_model: str | None = None
     """SVD img2vid in diffusers format (hub id or path); tiny preset: random-init stand-in if unset."""
     audio_model: str | None = None
+    """AudioLDM2 in diffusers format (hub id or path); tiny preset: random-init stand-in if unset."""
     out_dir: str = "out/jointdit"
+    """Run folder: checkpoint-NNNNNN/ folders are written here."""
     steps: int | None = None
+    """Training steps (optimizer updates)."""
     batch_size: int | None = None
+    """Clips per step and process."""
     lr: float | None = None
+    """AdamW learning rate (constant)."""
     weight_decay: float = 0.0
+    """AdamW weight decay."""
     height: int | None = None
+    """Frame height in pixels (the paper: 256)."""
     width: int | None = None
+    """Frame width in pixels (the paper: 256)."""
     lambda_video: float = 1.0
+    """Weight of the video loss (lambda1)."""
     lambda_audio: float = 1.0
+    """Weight of the audio loss (lambda2)."""
     p_mean: float = 0.7
+    """EDM log-sigma mean of the video noise levels (SVD's value; the paper does not give it)."""
     p_std: float = 1.6
+    """EDM log-sigma spread of the video noise levels (SVD's value)."""
     cond_drop: float = 0.1
+    """Probability of dropping the image condition in training (for guidance; the paper: 10 %)."""
     noise_aug: float = 0.02
+    """Noise added to the conditioning image latent (SVD's noise augmentation)."""
     motion_bucket_id: int = 127
+    """SVD motion bucket id passed as an added time id."""
     mixed_precision: str = "no"
+    """accelerate mixed precision: no, fp16 or bf16."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, more time)."""
     grad_clip: float = 1.0
+    """Clip the gradient norm to this value (0: off)."""
     shuffle: int = 64
+    """WebDataset shuffle buffer in samples (0: read in order)."""
     num_workers: int | None = None
+    """DataLoader worker processes."""
     log_every: int = 10
+    """Log loss and steps/s every N steps."""
     save_every: int = 1000
+    """Write a checkpoint every N steps (and at the end)."""
     seed: int = 0
+    """Random seed (each process adds its rank)."""
     resume: str | None = None
     """'latest' or a checkpoint folder."""
     progress: bool = True
+    """Show a progress bar."""
     joint: dict = field(default_factory=dict)
     """Overrides of the JointDiT sizes (block_size, qk_dim, value_dim, heads, ff_mult)."""
 
@@ -70,43 +96,39 @@ class TrainConfig:
         return dataclasses.replace(self, **{k: v for k, v in d.items() if getattr(self, k) is None})
 
 
-def load_config(path: str | None) -> dict:
-    if not path:
-        return {}
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
-
-
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m train.jointdit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="yaml/json with TrainConfig fields (CLI flags override it)")
+    from common.cli import add_config_arguments
+    from common.config import field_docs, load
+
     p.add_argument("--dry-run", action="store_true", help="build the model (meta device for paper) and exit")
     p.add_argument("--print-params", action="store_true", help="print parameter counts beside the paper's table")
+    docs = field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "joint":
             continue
         flag = "--" + f.name.replace("_", "-")
+        default = PRESET_DEFAULTS["tiny"].get(f.name, f.default) if f.default is None else f.default
+        text = docs.get(f.name, f"setting `{f.name}`")
+        text = f"{text} (default: {'per preset' if f.name in PRESET_DEFAULTS['tiny'] else default})"
         if f.type in ("bool",) or isinstance(f.default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text.replace("%", "%%"))
         else:
             typ = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
             kw = dict(choices=list(PRESET_DEFAULTS)) if f.name == "preset" else {}
             if f.name == "mixed_precision":
                 kw = dict(choices=["no", "fp16", "bf16"])
-            p.add_argument(flag, dest=f.name, type=typ, default=None, **kw)
+            p.add_argument(flag, dest=f.name, type=typ, default=None, help=text.replace("%", "%%"), **kw)
+    add_config_arguments(p, example="lr=1e-4 joint.heads=8")
     a = p.parse_args(argv)
-    base = load_config(a.config)
-    unknown = set(base) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        p.error(f"unknown config keys: {sorted(unknown)}")
-    base.update({f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)
-                 if f.name != "joint" and getattr(a, f.name) is not None})
-    return TrainConfig(**base).resolved(), a
+    explicit = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "joint"}
+    cfg = load(TrainConfig, a.config, a.overrides, explicit=explicit)
+    if cfg.preset not in PRESET_DEFAULTS:
+        from common.config import ConfigError
+
+        raise ConfigError(f"preset={cfg.preset!r}: expected one of {', '.join(PRESET_DEFAULTS)}")
+    return cfg.resolved(), a
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -200,9 +222,45 @@ def print_params(preset: str) -> dict:
     return counts
 
 
+def check_inputs(cfg: TrainConfig, args) -> None:
+    """User mistakes found before any model is built or anything is written (UsageError: exit 2)."""
+    from common.cli import UsageError, output_dir, resolve_files
+
+    if args.dry_run or args.print_params:
+        return
+    if cfg.latents:
+        resolve_files(cfg.latents, what="latent shards")
+    elif cfg.shards:
+        resolve_files(cfg.shards, what="shards")
+    else:
+        raise UsageError("give --shards PATTERN (curated WebDataset shards) or --latents PATTERN")
+    output_dir(cfg.out_dir, what="--out-dir")
+    if cfg.resume and cfg.resume != "latest" and not Path(cfg.resume).is_dir():
+        raise UsageError(f"--resume {cfg.resume!r} is not a checkpoint folder")
+
+
+def cli(argv=None) -> int:
+    """`python -m train.jointdit`: user mistakes are one `error:` line and exit code 2."""
+    from common.cli import run_main
+
+    def body() -> int:
+        r = main(argv)
+        if isinstance(r, dict) and r.get("checkpoint"):
+            print(f"saved to {r['checkpoint']}")
+        return 0
+
+    return run_main(body)
+
+
 def main(argv=None) -> dict:
     cfg, args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from common.cli import settings_help, setup_logging
+
+    setup_logging()
+    if args.help_config:
+        print(settings_help(TrainConfig))
+        return {}
+    check_inputs(cfg, args)
     if args.print_params or (args.dry_run and cfg.preset == "paper"):
         counts = print_params(cfg.preset)
         if args.dry_run:
@@ -299,4 +357,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(cli())

@@ -68,7 +68,14 @@ def main(argv=None) -> dict:
     p.add_argument("--motion-bucket-id", type=int, default=127)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from common.cli import UsageError, existing_file, output_file, setup_logging
+
+    setup_logging()
+    ck = Path(a.checkpoint)
+    if not ck.is_dir():
+        raise UsageError(f"--checkpoint {a.checkpoint!r} " + ("is not a folder" if ck.exists() else "does not exist"))
+    existing_file(a.image, "--image")
+    output_file(a.out, "--out")
 
     from curate.media import encode_mp4
     from train.data import ClipSpec
@@ -93,5 +100,19 @@ def main(argv=None) -> dict:
     return info
 
 
+def cli(argv=None) -> int:
+    """`python -m train.sample_jointdit`: user mistakes are one `error:` line and exit code 2."""
+    from common.cli import run_main
+
+    def body() -> int:
+        info = main(argv)
+        print(f"saved to {info['out']} (+ {Path(info['out']).with_suffix('.json').name})")
+        return 0
+
+    return run_main(body)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(cli())

@@ -280,5 +280,7 @@ def test_config_file_with_cli_overrides(tmp_path):
     assert cfg.num_workers == 4  # preset default filled in
     bad = tmp_path / "bad.json"
     bad.write_text('{"stepz": 3}')
-    with pytest.raises(SystemExit):
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'stepz' \(did you mean 'steps'\?\)"):
         parse_args(["--config", str(bad)])
