@@ -1,6 +1,6 @@
 """Does AV-Align rank real footage above the same footage with its audio shifted? (docs/evaluation.md table)
 
-    python bench/av_align_shift.py [video.mp4 ...] [--clip 2.0] [--fps 0] [--short-side 256]
+    python bench/av_align_shift.py [video.mp4 ...] [--clip 2.0] [--fps 0] [--short-side 256] [--dub motion|cuts]
 
 Each video is cut into consecutive clips of --clip seconds; each clip is scored with its own audio and with the
 audio taken 0.5 s and 1.0 s later (the frames stay); the mean over clips of AV-Align, AV-Align (pr) and AV-Align*
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.media import DecodeConfig, decode_video  # noqa: E402
 from evaluation.av_align import AVAlignConfig, av_align_scores  # noqa: E402
+from evaluation.dubbing import dub_events, load_one_shots  # noqa: E402
 from evaluation.motion import flow_magnitudes  # noqa: E402
 
 SHIFTS = (0.0, 0.5, 1.0)
@@ -32,6 +33,9 @@ def main(argv=None):
     p.add_argument("--fps", type=float, default=0.0, help="frame rate of the flow (0 = the source rate)")
     p.add_argument("--short-side", type=int, default=256)
     p.add_argument("--flow-peak-min", type=float, default=0.0)
+    p.add_argument("--dub", choices=["none", "motion", "cuts"], default="none",
+                   help="replace the sound by real one-shots at the footage's own motion peaks or cuts (evaluation.dubbing)")
+    p.add_argument("--sounds", default="sync_classifier/assets/drums", help="folder of one-shot sounds for --dub")
     a = p.parse_args(argv)
     cfg = AVAlignConfig(flow_peak_min=a.flow_peak_min)
     t0 = time.time()
@@ -39,6 +43,10 @@ def main(argv=None):
     n_clips = 0
     for path in a.videos:
         v = decode_video(path, DecodeConfig(short_side=a.short_side, max_fps=a.fps or 1000.0, audio_rate=16000))
+        if a.dub != "none":
+            sounds = load_one_shots(sorted(Path(a.sounds).glob("*.ogg")) + sorted(Path(a.sounds).glob("*.wav")), v.audio_rate)
+            v, times = dub_events(v, sounds, a.dub)
+            print(f"{Path(path).name}: {len(times)} {a.dub} events dubbed")
         starts = np.arange(0.0, v.duration - a.clip - max(SHIFTS) + 1e-9, a.clip)
         for s0 in starts:
             c = v.clip(s0, s0 + a.clip)

@@ -41,6 +41,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoint, train_state.pt, log.jsonl)")
     p.add_argument("--resume", metavar="RUN", help="run folder to continue (its saved settings are used; steps/max_minutes/... may be changed)")
     p.add_argument("--init-avid", metavar="FILE", help="AVID-CMA checkpoint: initialise the encoders where keys and shapes match (replaces stage 1)")
+    p.add_argument("--init-from", metavar="CKPT", help="start from the weights of a checkpoint of this project with the same model settings "
+                   "(fresh optimizer and step count; e.g. a curriculum: first the flash family, then the mix)")
     p.add_argument("--steps", type=int, help="total training steps (setting `steps`)")
     p.add_argument("--batch-size", type=int, help="instances per step per process (setting `batch_size`)")
     p.add_argument("--lr", type=float, help="learning rate after warm-up (setting `lr`)")
@@ -72,8 +74,8 @@ def _train(args) -> None:
         run_dir = Path(args.resume)
         if not (run_dir / "train_state.pt").is_file():
             raise UsageError(f"--resume {args.resume!r}: no train_state.pt in that folder")
-        if args.shards or args.videos or args.init_avid or args.config:
-            raise UsageError("--resume continues a run with its saved data and settings; drop --shards/--videos/--init-avid/--config")
+        if args.shards or args.videos or args.init_avid or args.init_from or args.config:
+            raise UsageError("--resume continues a run with its saved data and settings; drop --shards/--videos/--init-avid/--init-from/--config")
         import torch
 
         state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=False)
@@ -92,11 +94,15 @@ def _train(args) -> None:
             raise UsageError(f"--videos {args.videos!r} is not a folder")
         if args.init_avid and not Path(args.init_avid).is_file():
             raise UsageError(f"--init-avid {args.init_avid!r} is not a file")
+        if args.init_avid and args.init_from:
+            raise UsageError("give --init-avid or --init-from, not both")
+        if args.init_from and not Path(args.init_from).exists():
+            raise UsageError(f"--init-from {args.init_from!r} does not exist")
         cfg = load(TrainConfig, path=args.config, overrides=args.overrides, base=PRESETS[args.preset](), explicit=explicit)
         out = output_dir(args.out)
     _check_train_config(cfg, args.init_avid)
     train(cfg, out, source=source, path=path, init_avid=None if args.resume else args.init_avid,
-          resume=bool(args.resume), progress=not args.no_progress)
+          init_from=None if args.resume else args.init_from, resume=bool(args.resume), progress=not args.no_progress)
     print(f"saved checkpoint (config.json, model.safetensors) and train_state.pt, log.jsonl to {out}")
 
 

@@ -109,7 +109,7 @@ def launched_by_accelerate() -> bool:
 
 
 def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, init_avid: str | None = None,
-          resume: bool = False, progress: bool = True) -> Path:
+          resume: bool = False, progress: bool = True, init_from: str | None = None) -> Path:
     """Run (or resume) a training into the run folder `out`; returns `out`. Inputs are assumed checked
     (see sync_classifier.cli)."""
     accelerator = None
@@ -133,6 +133,15 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
         model.training_data = loaded.training_data
         step, elapsed, consumed = state["step"], state["elapsed"], state.get("consumed", 0)
         log.info("resumed %s at step %d (%.1f min trained)", out, step, elapsed / 60)
+    elif init_from:
+        from common.cli import UsageError
+
+        start = SyncClassifier.from_pretrained(init_from)
+        if start.config.to_dict() != model.config.to_dict():
+            raise UsageError(f"--init-from {init_from!r}: its model settings differ from this run's "
+                             "(the weights must fit: same preset and model.* settings)")
+        model.load_state_dict(start.state_dict())
+        log.info("initialised from %s (training data %s)", init_from, start.training_data)
     elif init_avid:
         rep = load_avid(model, init_avid)
         log.info("AVID init: loaded %d tensors, %d encoder tensors missing, %d mismatched, %d unexpected",

@@ -123,3 +123,19 @@ def test_accelerate_code_path_on_cpu(tmp_path, monkeypatch):
     recs = _log(out)
     assert [r["stage"] for r in recs] == [1, 2]
     assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 2
+
+
+def test_init_from_starts_from_a_checkpoint_and_rejects_other_model_settings(tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["--preset", "tiny", "--steps", "1", "--out", str(first), "--no-progress", "--seed", "1"]) == 0
+    # no steps: the second run's weights are exactly the first run's (a curriculum's starting point)
+    assert main(["--preset", "tiny", "--steps", "0", "--out", str(second), "--no-progress", "--seed", "2",
+                 "--init-from", str(first), "families=[motion]"]) == 0
+    a, b = SyncClassifier.from_pretrained(first).state_dict(), SyncClassifier.from_pretrained(second).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert main(["--preset", "tiny", "--steps", "0", "--out", str(tmp_path / "x"), "--no-progress",
+                 "--init-from", str(first), "model.embed_dim=8"]) == 2
+    assert "model settings differ" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--out", str(tmp_path / "y"), "--init-from", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
