@@ -1,6 +1,6 @@
 """Leave-one-family-out table of the sync classifier: train without a look family, test on it.
 
-    python bench/sync_lofo.py --out out/sync_lofo --minutes 7 --videos 16 [--families motion,camera] [key=value ...]
+    python bench/sync_lofo.py --out out/sync_lofo --minutes 7 --videos 16 [--families motion,camera] [--init-from CKPT] [key=value ...]
 
 For each held-out family F (default: the six look families): train the `small` preset on its mix
 without F (the first generator "flash" stays in every run) for `--minutes` of training time
@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=16, help="held-out test videos per family")
     p.add_argument("--families", default=",".join(FAMILIES), help="families to hold out in turn (comma-separated)")
     p.add_argument("--real-media", default="", help="real media folder for training and test videos")
+    p.add_argument("--init-from", default="", help="checkpoint every run starts from (e.g. a flash-only warm start, as the shipped recipe)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra training settings")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -62,6 +63,8 @@ def main(argv=None) -> int:
         run = out / held
         t0 = time.time()
         extra = [f"real_media={args.real_media}"] if args.real_media else []
+        if args.init_from:
+            extra += ["--init-from", args.init_from]
         rc = train_main(["--preset", "small", "--out", str(run), "--no-progress", f"families=[{', '.join(others)}]",
                          f"max_minutes={args.minutes}", *extra, *args.overrides])
         if rc != 0:
@@ -73,6 +76,7 @@ def main(argv=None) -> int:
             vids = synthetic_videos(args.videos, model.spec, seed=EVAL_SEED_BASE + 50_000, family=fam, real_media=args.real_media)
             ev[fam] = evaluate_model(model, vids)
         results[held] = {"steps": steps, "train_families": others, "minutes": args.minutes, "wall_s": round(time.time() - t0),
+                         "init_from": args.init_from or None,
                          "eval": ev}
         res_file.write_text(json.dumps(results, indent=2) + "\n")
         print(f"held out {held}: {steps} steps; on {held}: asva a2v {100 * ev[held]['asva']['acc_a2v']:.0f} % "
