@@ -32,6 +32,9 @@ class SampleConfig:
     """SD 1.5 (hub id or folder); empty: the one recorded in the checkpoint's avsyncd.json (else the SD 1.5 hub id)."""
     imagebind: str = ""
     """ImageBind checkpoint or audio-encoder folder; empty: as recorded in the checkpoint (else ImageBind huge)."""
+    condition: str = ""
+    """A condition record from `python -m pipelines.conditions` (<key>-<i>.json): fills image, audio and label when
+    they are not given, and its reference / clip_start go into the output sidecar (for pipelines.evaluate)."""
     image: str = ""
     """The first frame (any image file)."""
     audio: str = ""
@@ -54,6 +57,7 @@ def parse_args(argv=None) -> SampleConfig:
     p = argparse.ArgumentParser(prog="python -m train.sample_avsyncd", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="run's final/ folder or the authors' modules/ folder")
+    p.add_argument("--condition", help="condition record from pipelines.conditions (image, audio, label, reference)")
     p.add_argument("--image", help="first frame image")
     p.add_argument("--audio", help="conditioning audio (first 2 s)")
     p.add_argument("--label", help="class name used as the text prompt")
@@ -67,7 +71,7 @@ def parse_args(argv=None) -> SampleConfig:
         print(cli.settings_help(SampleConfig))
         raise SystemExit(0)
     return load(SampleConfig, a.config, a.overrides, explicit={
-        "checkpoint": a.checkpoint, "image": a.image, "audio": a.audio, "label": a.label, "out": a.out,
+        "checkpoint": a.checkpoint, "condition": a.condition, "image": a.image, "audio": a.audio, "label": a.label, "out": a.out,
         "seed": a.seed, "guidance": a.guidance, "steps": a.steps})
 
 
@@ -78,9 +82,13 @@ def generate(cfg: SampleConfig) -> dict:
     from train.avsyncd_diffusion import sample, sample_scheduler
     from train.models.avsyncd import segment_audio_tokens
 
-    image = cli.existing_file(cfg.image, "--image")
-    audio_path = cli.existing_file(cfg.audio, "--audio")
-    if not cfg.label:
+    from evaluation.conditions import read_condition, sidecar_fields
+
+    cond = read_condition(cli.existing_file(cfg.condition, "--condition")) if cfg.condition else {}
+    image = cli.existing_file(cfg.image or cond.get("image"), "--image")
+    audio_path = cli.existing_file(cfg.audio or cond.get("audio"), "--audio")
+    label = cfg.label or cond.get("label") or ""
+    if not label:
         raise cli.UsageError("--label is required (the sound's class name)")
     out = cli.output_file(cfg.out if cfg.out.endswith(".mp4") else cfg.out + ".mp4")
     ck = cli.existing_path(cfg.checkpoint, "--checkpoint")
@@ -115,7 +123,7 @@ def generate(cfg: SampleConfig) -> dict:
         mel = imagebind_mel(wave_t, spec)[None].to(device)
         audio = segment_audio_tokens(parts.encode_audio(mel), spec.num_frames)
         null = segment_audio_tokens(parts.encode_audio(torch.zeros_like(mel)), spec.num_frames)
-        text = parts.encode_text([cfg.label]).float()
+        text = parts.encode_text([label]).float()
         z1 = parts.encode_frames(first[None, None].to(device), g)[:, 0]
         lat = sample(unet, z1, text, audio, null, sample_scheduler(dcfg), spec.num_frames, steps, guidance, g,
                      progress=True)
@@ -123,7 +131,7 @@ def generate(cfg: SampleConfig) -> dict:
     video = (frames.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     out.write_bytes(encode_mp4(video, spec.fps, wave_t.numpy(), spec.audio_rate))
     sidecar = out.with_suffix(".json")
-    info = {"image": str(image), "audio": str(audio_path), "label": cfg.label, "checkpoint": str(ck),
+    info = {**sidecar_fields(cond), "image": str(image), "audio": str(audio_path), "label": label, "checkpoint": str(ck),
             "seed": cfg.seed, "guidance_scale": guidance, "steps": steps, "random_weights": random_weights,
             "fps": spec.fps, "num_frames": spec.num_frames, "height": spec.height, "width": spec.width,
             "video": str(out)}

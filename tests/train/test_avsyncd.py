@@ -495,6 +495,19 @@ def test_tiny_overfits_four_clips_and_samples(tiny_run, tiny_components, shard_d
     side = json.loads((tmp_path / "sample.json").read_text())
     assert side["random_weights"] is True and side["guidance_scale"] == 4.0 and side["label"] == "bounce"
     assert side["checkpoint"] == final and side["seed"] == 0 and side["image"].endswith("first.png")
+    # from a condition record (pipelines.conditions): image, audio and label come from it, and the sidecar names
+    # the reference segment and clip so pipelines.evaluate can pair the sample
+    from evaluation.conditions import ConditionConfig, write_conditions
+
+    recs = write_conditions(ConditionConfig(reference=str(shard_dir / "train-*.tar"), out=str(tmp_path / "cond"),
+                                            protocol="avsync15"), progress=False)
+    rec = recs[1]
+    cond_file = tmp_path / "cond" / rec["image"].replace(".png", ".json")
+    out2 = tmp_path / "from_condition.mp4"
+    assert sample_main(["--checkpoint", final, "--condition", str(cond_file), "--out", str(out2), "--steps", "2"]) == 0
+    side = json.loads(out2.with_suffix(".json").read_text())
+    assert side["reference"] == rec["reference"] and side["clip_start"] == rec["clip_start"]
+    assert side["label"] == rec["label"] and side["image"] == str((tmp_path / "cond" / rec["image"]).resolve())
 
 
 def test_resume_continues_from_the_latest_checkpoint(tiny_run):
