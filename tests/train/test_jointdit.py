@@ -56,7 +56,7 @@ def _inputs(model, b=1, seed=0, t_audio=50):
     g = torch.Generator().manual_seed(seed)
     vc = model.video_unet.config
     return dict(
-        video_sample=torch.randn(b, 14, vc.in_channels, 8, 8, generator=g),
+        video_sample=torch.randn(b, 14, vc.in_channels, 16, 16, generator=g),
         video_timestep=torch.full((b,), 0.3),
         audio_sample=torch.randn(b, 8, t_audio, 16, generator=g),
         audio_timestep=torch.full((b,), 500),
