@@ -9,6 +9,10 @@
   on t(t_uni)); guidance on the clean-latent predictions: D + w (D - D_neg) with D_neg from
   cfg (unconditional), jointcfg (unconditional, block-diagonal attention) or jointcfg_star
   (unconditional, full-attention layers removed).
+- Options from the sounding-video baseline (Hayakawa et al.): timestep adjustment (`timestep_gamma`:
+  video gets t_uni^sqrt(gamma), audio t_uni^(1/sqrt(gamma)), the continuous form of their
+  m(t) = round(T_v (t/T)^sqrt(gamma)), n(t) = round(T_a (t/T)^(1/sqrt(gamma))); `adjusted_timesteps` is the
+  discrete formula) and independently sampled video/audio timesteps in training (`independent_timesteps`).
 """
 
 from __future__ import annotations
@@ -25,18 +29,35 @@ GUIDANCE_NEGATIVE = {"cfg": "full", "jointcfg": "block_diagonal", "jointcfg_star
 @dataclass
 class DiffusionConfig:
     p_mean: float = 0.7
+    """Mean of SVD's EDM log-sigma distribution (SVD's value; the JointDiT paper does not give it)."""
     p_std: float = 1.6
-    """SVD's EDM noise distribution (log sigma ~ N(0.7, 1.6^2))."""
+    """Spread of SVD's EDM log-sigma distribution (log sigma ~ N(0.7, 1.6^2))."""
     sigma_min: float = 0.002
+    """Smallest video noise level used in sampling (EDM's value)."""
     sigma_max: float = 700.0
+    """Largest video noise level used in sampling (SVD's value)."""
     num_train_timesteps: int = 1000
+    """AudioLDM2's number of DDPM steps (T in t = ceil(T t_uni))."""
     beta_start: float = 0.0015
+    """First beta of AudioLDM2's scaled-linear DDPM schedule."""
     beta_end: float = 0.0195
-    """AudioLDM2's scaled-linear DDPM schedule."""
+    """Last beta of AudioLDM2's scaled-linear DDPM schedule."""
     lambda_video: float = 1.0
+    """Weight of the video loss (lambda1; the paper does not give its value: 1 is ours)."""
     lambda_audio: float = 1.0
+    """Weight of the audio loss (lambda2; 1 is ours)."""
     t_eps: float = 1e-4
     """t_uni is kept in [t_eps, 1 - t_eps] so Phi^-1 stays finite."""
+    timestep_gamma: float = 1.0
+    """Timestep adjustment of Hayakawa et al.: video runs at t_uni^sqrt(gamma), audio at t_uni^(1/sqrt(gamma))
+    (video less noisy than audio for gamma > 1). 1.0 = off (JointDiT); their paper uses 1.5."""
+    independent_timesteps: bool = False
+    """Training: draw the video and the audio timestep independently (each U(0,1)), as Hayakawa et al. do
+    so that any gamma can be used at sampling; off: one unified timestep (JointDiT), then the adjustment."""
+
+    def __post_init__(self):
+        if not self.timestep_gamma > 0:
+            raise ValueError(f"timestep_gamma must be > 0, got {self.timestep_gamma}")
 
 
 # ------------------------------------------------------------------------------------ timestep maps
@@ -50,6 +71,24 @@ def ddpm_timestep(t_uni: torch.Tensor, num_train_timesteps: int = 1000) -> torch
 def edm_log_sigma(t_uni: torch.Tensor, p_mean: float, p_std: float) -> torch.Tensor:
     """log sigma = P_mean + P_std * Phi^-1(t_uni) (Eq. 5)."""
     return p_mean + p_std * math.sqrt(2.0) * torch.erfinv(2.0 * t_uni - 1.0)
+
+
+def adjusted_timesteps(t, T: int, T_v: int, T_a: int, gamma: float):
+    """Hayakawa et al. Eq. 9: local timesteps m(t) = round(T_v (t/T)^sqrt(gamma)) (video) and
+    n(t) = round(T_a (t/T)^(1/sqrt(gamma))) (audio) of a global timestep t in 0..T."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    r = math.sqrt(gamma)
+    return torch.round(T_v * (t / T) ** r).long(), torch.round(T_a * (t / T) ** (1.0 / r)).long()
+
+
+def adjust_unified(t_uni: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The adjustment on JointDiT's unified timestep (t/T = t_uni): (video t_uni^sqrt(gamma), audio
+    t_uni^(1/sqrt(gamma))). JointDiT's own maps then give sigma (video) and ceil(1000 t) (audio), so for
+    the audio index this equals Eq. 9 up to ceil instead of round (at most one step apart)."""
+    if gamma == 1.0:
+        return t_uni, t_uni
+    r = math.sqrt(gamma)
+    return t_uni.clamp(min=0) ** r, t_uni.clamp(min=0) ** (1.0 / r)
 
 
 def alphas_cumprod(cfg: DiffusionConfig, device=None) -> torch.Tensor:
@@ -128,16 +167,25 @@ class JointDiffusion:
         return u.clamp(self.cfg.t_eps, 1 - self.cfg.t_eps)
 
     def training_losses(self, model, v0, a0, cond: Condition, t_uni=None, noise_v=None, noise_a=None, generator=None):
-        """Both experts' original objectives at one unified timestep per sample (Eq. 4-7).
+        """Both experts' original objectives at one unified timestep per sample (Eq. 4-7); with
+        `timestep_gamma` != 1 the two modalities get the adjusted timesteps of it, with
+        `independent_timesteps` each its own; `t_uni` may also be an explicit (video, audio) pair.
 
         Video: EDM loss lambda(sigma) ||D - v0||^2 with lambda = (sigma^2 + 1) / sigma^2, computed in
         the network's output space (identical, numerically stable). Audio: ||eps - eps_hat||^2."""
         b, dev = v0.shape[0], v0.device
         t_uni = self.sample_t_uni(b, dev, generator) if t_uni is None else t_uni
+        if isinstance(t_uni, tuple):  # explicit (video, audio) timesteps
+            t_v, t_a = t_uni
+        elif self.cfg.independent_timesteps:
+            t_v, t_a = t_uni, self.sample_t_uni(b, dev, generator)
+        else:
+            t_v, t_a = adjust_unified(t_uni, self.cfg.timestep_gamma)
+        t_v = t_v.clamp(self.cfg.t_eps, 1 - self.cfg.t_eps)
         noise_v = torch.randn(v0.shape, generator=generator, device=dev) if noise_v is None else noise_v
         noise_a = torch.randn(a0.shape, generator=generator, device=dev) if noise_a is None else noise_a
-        sigma = edm_log_sigma(t_uni, self.cfg.p_mean, self.cfg.p_std).exp()
-        t_index = ddpm_timestep(t_uni, self.cfg.num_train_timesteps) - 1
+        sigma = edm_log_sigma(t_v, self.cfg.p_mean, self.cfg.p_std).exp()
+        t_index = ddpm_timestep(t_a, self.cfg.num_train_timesteps) - 1
         v_t = v0 + _bcast(sigma, v0) * noise_v
         acp = self.acp(dev)[t_index]
         a_t = _bcast(acp.sqrt(), a0) * a0 + _bcast((1 - acp).sqrt(), a0) * noise_a
@@ -167,19 +215,23 @@ class JointDiffusion:
             return v0, a0
         if guidance not in GUIDANCE_NEGATIVE:
             raise ValueError(f"guidance must be one of {sorted(GUIDANCE_NEGATIVE)} or 'none', got {guidance!r}")
+        if guidance != "cfg" and not getattr(model, "has_joint_blocks", True):
+            raise ValueError(f"guidance {guidance!r} needs Joint blocks (this model has use_joint_blocks=false): use cfg")
         nv0, na0, _, _ = self.denoise(model, v_t, sigma, a_t, t_index, cond.null(), GUIDANCE_NEGATIVE[guidance])
         return v0 + scale * (v0 - nv0), a0 + scale * (a0 - na0)
 
     @torch.no_grad()
     def sample(self, model, cond: Condition, video_shape, audio_shape, steps=25, guidance="jointcfg_star",
                scale=1.5, generator=None, progress=None):
-        """Joint sampling over one t_uni grid; returns clean video [B, F, 4, h, w] and audio latents."""
+        """Joint sampling over one t_uni grid (video at sigma(u_v), audio at DDPM index of u_a, with
+        (u_v, u_a) = adjust_unified(u, timestep_gamma)); returns clean video [B, F, 4, h, w] and audio latents."""
         dev = cond.image_embeds.device
         dtype = next(model.parameters()).dtype
         b = cond.image_embeds.shape[0]
         u = self.grid(steps, dev)
-        sig = self.sigma_of(u)
-        tidx = ddpm_timestep(u.clamp(min=self.cfg.t_eps), self.cfg.num_train_timesteps) - 1
+        u_v, u_a = adjust_unified(u, self.cfg.timestep_gamma)
+        sig = self.sigma_of(u_v)
+        tidx = ddpm_timestep(u_a.clamp(min=self.cfg.t_eps), self.cfg.num_train_timesteps) - 1
         acp = self.acp(dev)
         v = torch.randn((b, *video_shape), generator=generator, device=dev) * sig[0]
         a = torch.randn((b, *audio_shape), generator=generator, device=dev)

@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -90,6 +91,22 @@ class TrainConfig:
     """Show a progress bar."""
     joint: dict = field(default_factory=dict)
     """Overrides of the JointDiT sizes (block_size, qk_dim, value_dim, heads, ff_mult)."""
+    use_joint_blocks: bool = True
+    """Joint blocks' own layers (joint attention, FF, AdaLN); off = the paper's "w/o Joint Block" ablation."""
+    joint_attention: Literal["perceiver", "vanilla"] = "perceiver"
+    """Joint attention: perceiver (the paper) or vanilla self-attention (the "w/o Perceiver attn" ablation)."""
+    cmc_pe: bool = False
+    """Add CMC-PE (Hayakawa et al.'s cross-modal conditioning as positional encoding) in each Joint block."""
+    timestep_gamma: float = 1.0
+    """Timestep adjustment gamma (Hayakawa et al.; 1.0 = off, they use 1.5); the sampler reuses it."""
+    independent_timesteps: bool = False
+    """Draw the video and audio timesteps independently in training (Hayakawa et al.), for any gamma later."""
+
+    def __post_init__(self):  # contradicting options are user errors (one `error:` line, exit 2)
+        if self.cmc_pe and not self.use_joint_blocks:
+            raise ValueError("cmc_pe=true needs use_joint_blocks=true (CMC-PE feeds the joint attention)")
+        if not self.timestep_gamma > 0:
+            raise ValueError(f"timestep_gamma must be > 0, got {self.timestep_gamma}")
 
     def resolved(self) -> "TrainConfig":
         d = PRESET_DEFAULTS[self.preset]
@@ -200,8 +217,7 @@ def load_checkpoint(path: str | Path, dtype=torch.float32):
     state = json.loads((path / "state.json").read_text())
     vunet, aunet, frozen = load_experts(state["video_model"], state["audio_model"])
     jcfg = JointDiT.load_config(path)
-    keys = ("block_size", "qk_dim", "value_dim", "heads", "ff_mult", "clip_dim", "num_frames")
-    model = JointDiT.from_experts(vunet, aunet, **{k: jcfg[k] for k in keys})
+    model = JointDiT.from_experts(vunet, aunet, **JointDiT.options_from_config(jcfg))
     sd = load_file(str(path / "jointdit_trainable.safetensors"))
     missing = set(sd) - set(model.state_dict())
     if missing:
@@ -280,7 +296,8 @@ def main(argv=None) -> dict:
     if random_weights and acc.is_main_process:
         log.warning("RANDOM-INIT expert weights (%s, %s): this run checks the pipeline, its outputs are noise", *experts)
     vunet, aunet, frozen = load_experts(*experts)
-    model = build_jointdit(vunet, aunet, frozen, cfg.preset, **cfg.joint)
+    options = dict(use_joint_blocks=cfg.use_joint_blocks, joint_attention=cfg.joint_attention, cmc_pe=cfg.cmc_pe)
+    model = build_jointdit(vunet, aunet, frozen, cfg.preset, **{**options, **cfg.joint})
     model.set_trainable()
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -316,7 +333,8 @@ def main(argv=None) -> dict:
             step = json.loads((ck / "state.json").read_text())["step"]
             log.info("resumed from %s at step %d", ck, step)
     diffusion = JointDiffusion(DiffusionConfig(p_mean=cfg.p_mean, p_std=cfg.p_std, lambda_video=cfg.lambda_video,
-                                               lambda_audio=cfg.lambda_audio))
+                                               lambda_audio=cfg.lambda_audio, timestep_gamma=cfg.timestep_gamma,
+                                               independent_timesteps=cfg.independent_timesteps))
     gen = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + acc.process_index + step)
     history: list[dict] = []
     pbar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and acc.is_main_process), desc="jointdit")

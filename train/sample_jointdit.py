@@ -31,9 +31,9 @@ def load_image(path: str, height: int, width: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model, frozen, image: torch.Tensor, spec, guidance="jointcfg_star", scale=1.5, steps=25, seed=0,
-             motion_bucket_id=127, noise_aug=0.02, progress=None):
+             motion_bucket_id=127, noise_aug=0.02, progress=None, timestep_gamma=1.0):
     """image [B, 3, H, W] in [-1, 1] -> (frames uint8 [B, F, H, W, 3], audio float [B, N] at 16 kHz)."""
-    from train.diffusion import Condition, JointDiffusion
+    from train.diffusion import Condition, DiffusionConfig, JointDiffusion
     from train.jointdit import added_time_ids
 
     dev = next(model.parameters()).device
@@ -48,7 +48,8 @@ def generate(model, frozen, image: torch.Tensor, spec, guidance="jointcfg_star",
     f_lat = spec.n_mels // 2 ** (len(frozen.audio_vae.config.block_out_channels) - 1)
     t_lat = spec.mel_frames // 2 ** (len(frozen.audio_vae.config.block_out_channels) - 1)
     model.eval()
-    v, a = JointDiffusion().sample(model, cond, vshape, (a_ch, t_lat, f_lat), steps, guidance, scale, g, progress)
+    diffusion = JointDiffusion(DiffusionConfig(timestep_gamma=timestep_gamma))
+    v, a = diffusion.sample(model, cond, vshape, (a_ch, t_lat, f_lat), steps, guidance, scale, g, progress)
     frames = frozen.decode_video(v)
     wav = frozen.decode_audio(a)[:, : spec.num_samples]
     frames = ((frames.permute(0, 1, 3, 4, 2) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
@@ -66,6 +67,7 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--motion-bucket-id", type=int, default=127)
+    p.add_argument("--timestep-gamma", type=float, default=None, help="timestep adjustment (default: the checkpoint's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     from common.cli import UsageError, existing_file, output_file, setup_logging
@@ -86,15 +88,19 @@ def main(argv=None) -> dict:
         log.warning("RANDOM-INIT expert weights in %s: the output is noise (pipeline check only)", a.checkpoint)
     tc = state["train_config"]
     spec = ClipSpec(height=tc["height"], width=tc["width"])
+    gamma = tc.get("timestep_gamma", 1.0) if a.timestep_gamma is None else a.timestep_gamma
+    if a.guidance in ("jointcfg", "jointcfg_star") and not model.has_joint_blocks:
+        raise UsageError(f"--guidance {a.guidance} needs Joint blocks; this checkpoint has none: use cfg")
     model.to(a.device)
     frozen.to(a.device)
     image = load_image(a.image, spec.height, spec.width)
-    frames, wav = generate(model, frozen, image, spec, a.guidance, a.scale, a.steps, a.seed, a.motion_bucket_id)
+    frames, wav = generate(model, frozen, image, spec, a.guidance, a.scale, a.steps, a.seed, a.motion_bucket_id,
+                           timestep_gamma=gamma)
     data = encode_mp4(frames[0], spec.fps, np.clip(wav[0], -1, 1), spec.audio_rate)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_bytes(data)
     info = {"out": a.out, "frames": int(frames.shape[1]), "audio_seconds": wav.shape[1] / spec.audio_rate,
-            "guidance": a.guidance, "scale": a.scale, "steps": a.steps, "random_weights": bool(state.get("random_weights"))}
+            "guidance": a.guidance, "scale": a.scale, "steps": a.steps, "timestep_gamma": gamma, "random_weights": bool(state.get("random_weights"))}
     Path(a.out).with_suffix(".json").write_text(json.dumps(info, indent=1))
     log.info("wrote %s", info)
     return info

@@ -17,6 +17,10 @@ The network here is the raw denoiser F_theta of each expert: video input is SVD'
 (c_in-scaled noisy latent concatenated with the image latent), video timestep is EDM's c_noise; audio
 input is the noisy latent and its timestep the DDPM index. Preconditioning, losses and samplers live
 in `train/diffusion.py`.
+
+Options (recorded in the config): `use_joint_blocks=False` and `joint_attention="vanilla"` are the
+paper's two architecture ablations; `cmc_pe=True` adds the sounding-video baseline's cross-modal
+conditioning as positional encoding (Hayakawa et al.) in each Joint block.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ from diffusers.pipelines.audioldm2.modeling_audioldm2 import AudioLDM2UNet2DCond
 ATTENTION_MODES = ("full", "block_diagonal", "skip")
 """full: Perceiver Joint Attention over [video, audio]; block_diagonal: each modality attends only to
 itself (JointCFG's negative branch); skip: the full-attention layers are removed (JointCFG*)."""
+
+JOINT_ATTENTIONS = ("perceiver", "vanilla")
+"""perceiver: Perceiver Joint Attention (the paper's design); vanilla: the paper's "w/o Perceiver attn" ablation
+(both modalities projected to one width, standard self-attention with shared Q/K/V over the concatenation)."""
+
+OPTION_KEYS = ("use_joint_blocks", "joint_attention", "cmc_pe")
+"""Architecture switches recorded in the JointDiT config (saved with every checkpoint)."""
 
 VIDEO_TEMPORAL_KEYS = ("temporal_transformer_blocks", "time_mixer")
 """Parameter-name pieces of SVD's temporal layers (the trainable part of the V-Expert: 397.6M in SVD)."""
@@ -108,6 +119,43 @@ def expert_layers(unet: nn.Module, fold_mid_into_up: bool) -> list[list[tuple[st
     return downs + [[("mid", 0)]] + ups
 
 
+def _unit_sizes(config: dict, fold_mid_into_up: bool, hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """Spatial size of the hidden state after each layer of a diffusers UNet, from its config: every down
+    block but the last ends in a stride-2 conv (k3, pad 1: n -> ceil(n/2)), every up block but the last
+    upsamples back to the size of the matching skip."""
+    n = len(config["down_block_types"])
+    size, before, out = tuple(hw), [], []
+    for i in range(n):
+        if i < n - 1:
+            before.append(size)
+            size = tuple((d + 1) // 2 for d in size)
+        out.append(size)
+    ups = []
+    for i in range(len(config["up_block_types"])):
+        if i < len(config["up_block_types"]) - 1:
+            size = before.pop()
+        ups.append(size)
+    mid = out[-1]
+    return out + (ups if fold_mid_into_up else [mid] + ups)
+
+
+def joint_token_counts(video_config: dict, audio_config: dict, block_size: int, video_latent: tuple[int, int, int],
+                       audio_latent: tuple[int, int]) -> list[tuple[int, int]]:
+    """(video tokens, audio tokens) of the joint attention of each Joint block, from the two UNet configs:
+    video_latent = (frames, h, w) of the SVD latents, audio_latent = (T, M) of the AudioLDM2 latents.
+    Each Joint block attends over the tokens its last expert layer outputs (an expert with no layer in a
+    block keeps the size of its previous layer)."""
+    f, h, w = video_latent
+    sv = _unit_sizes(video_config, True, (h, w))
+    sa = _unit_sizes(audio_config, False, tuple(audio_latent))
+    pv, pa = match_experts(len(sv), len(sa), block_size)
+    counts, lv, la = [], pv.input[-1], pa.input[-1]
+    for jv, ja in zip(pv.joints, pa.joints):
+        lv, la = (jv[-1] if jv else lv), (ja[-1] if ja else la)
+        counts.append((f * sv[lv][0] * sv[lv][1], sa[la][0] * sa[la][1]))
+    return counts
+
+
 # ------------------------------------------------------------------------------------------------- RoPE
 
 
@@ -161,6 +209,16 @@ def _modulate(x, shift, scale):
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def _joint_sdpa(qv, kv, vv, qa, ka, va, block_diagonal: bool):
+    """Attention over [video, audio] tokens ([B, H, N, D] each); block_diagonal: each modality attends only
+    to itself, computed as two attentions (exactly a block-diagonal mask)."""
+    if block_diagonal:
+        return F.scaled_dot_product_attention(qv, kv, vv), F.scaled_dot_product_attention(qa, ka, va)
+    o = F.scaled_dot_product_attention(torch.cat([qv, qa], 2), torch.cat([kv, ka], 2), torch.cat([vv, va], 2))
+    nv = qv.shape[2]
+    return o[:, :, :nv], o[:, :, nv:]
+
+
 class PerceiverJointAttention(nn.Module):
     """Modality-specific Q/K projections into one shared QK width, modality-specific V projections into
     a separate value width, modality-specific output projections back to each modality's channels."""
@@ -185,18 +243,68 @@ class PerceiverJointAttention(nn.Module):
         qv, kv = apply_rope(qv, rope_v), apply_rope(kv, rope_v)
         qa, ka = apply_rope(qa, rope_a), apply_rope(ka, rope_a)
         vv, va = self._heads(self.val_v(xv)), self._heads(self.val_a(xa))
-        nv = xv.shape[1]
-        if block_diagonal:  # exactly a block-diagonal mask, computed as two attentions
-            ov = F.scaled_dot_product_attention(qv, kv, vv)
-            oa = F.scaled_dot_product_attention(qa, ka, va)
-        else:
-            o = F.scaled_dot_product_attention(
-                torch.cat([qv, qa], 2), torch.cat([kv, ka], 2), torch.cat([vv, va], 2)
-            )
-            ov, oa = o[:, :, :nv], o[:, :, nv:]
-        ov = ov.transpose(1, 2).flatten(2)
-        oa = oa.transpose(1, 2).flatten(2)
-        return self.out_v(ov), self.out_a(oa)
+        ov, oa = _joint_sdpa(qv, kv, vv, qa, ka, va, block_diagonal)
+        return self.out_v(ov.transpose(1, 2).flatten(2)), self.out_a(oa.transpose(1, 2).flatten(2))
+
+
+class VanillaJointAttention(nn.Module):
+    """The paper's "w/o Perceiver attn" ablation: each modality is projected to one shared width, then
+    standard multi-head self-attention (one Q/K/V projection shared by both modalities, value width =
+    QK width) runs over the concatenation, and each modality is projected back to its channels. The same
+    RoPE as the Perceiver variant is applied to Q/K. The width (= qk_dim) is this project's choice."""
+
+    def __init__(self, dim_v: int, dim_a: int, width: int, heads: int):
+        super().__init__()
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"width {width} must split into {heads} (even) heads")
+        self.heads = heads
+        self.in_v, self.in_a = nn.Linear(dim_v, width), nn.Linear(dim_a, width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out_v, self.out_a = nn.Linear(width, dim_v), nn.Linear(width, dim_a)
+
+    _heads = PerceiverJointAttention._heads
+
+    def forward(self, xv, xa, rope_v, rope_a, block_diagonal: bool = False):
+        qv, kv, vv = (self._heads(t) for t in self.qkv(self.in_v(xv)).chunk(3, dim=-1))
+        qa, ka, va = (self._heads(t) for t in self.qkv(self.in_a(xa)).chunk(3, dim=-1))
+        qv, kv = apply_rope(qv, rope_v), apply_rope(kv, rope_v)
+        qa, ka = apply_rope(qa, rope_a), apply_rope(ka, rope_a)
+        ov, oa = _joint_sdpa(qv, kv, vv, qa, ka, va, block_diagonal)
+        return self.out_v(ov.transpose(1, 2).flatten(2)), self.out_a(oa.transpose(1, 2).flatten(2))
+
+
+class CrossModalPE(nn.Module):
+    """CMC-PE (Hayakawa et al., "cross-modal conditioning as positional encoding"), adapted to a Joint
+    block: each modality's tokens are averaged over space (video) / frequency (audio) to one feature per
+    time step, linearly interpolated onto the other modality's time axis (sample centres aligned),
+    projected to the other modality's channels, broadcast over its space / frequency axis and added to
+    that modality's attention input like a positional encoding. The projections are zero-initialised,
+    so a fresh block is unchanged. Adaptations (see docs/jointdit.md): the features are the block's own
+    hidden states rather than a separate connector on the noisy latents, and there is no
+    self-conditioning input; the self-attention that follows is the joint attention."""
+
+    def __init__(self, dim_v: int, dim_a: int):
+        super().__init__()
+        self.a2v, self.v2a = nn.Linear(dim_a, dim_v), nn.Linear(dim_v, dim_a)
+        for lin in (self.a2v, self.v2a):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    @staticmethod
+    def _retime(x: torch.Tensor, n: int) -> torch.Tensor:
+        """[B, T, C] -> [B, n, C], linear interpolation in time (align_corners=False: centres aligned)."""
+        return F.interpolate(x.transpose(1, 2), size=n, mode="linear", align_corners=False).transpose(1, 2)
+
+    def forward(self, xv, xa, shapes):
+        """xv [B, F*S, Cv] (frame-major), xa [B, T*M, Ca] (time-major), shapes (F, S, T, M) -> the
+        encodings to add to xv and xa."""
+        f, s, t, m = shapes
+        b = xv.shape[0]
+        v_time = xv.view(b, f, s, -1).mean(2)
+        a_time = xa.view(b, t, m, -1).mean(2)
+        pe_v = self.a2v(self._retime(a_time, f))[:, :, None].expand(b, f, s, -1).reshape(b, f * s, -1)
+        pe_a = self.v2a(self._retime(v_time, t))[:, :, None].expand(b, t, m, -1).reshape(b, t * m, -1)
+        return pe_v, pe_a
 
 
 class FeedForward(nn.Sequential):
@@ -224,24 +332,31 @@ class AdaLN(nn.Module):
 class JointBlockLayers(nn.Module):
     """The JointDiT-owned part of one Joint block (everything but the expert layers)."""
 
-    def __init__(self, dim_v, dim_a, emb_v, emb_a, qk_dim, value_dim, heads, ff_mult):
+    def __init__(self, dim_v, dim_a, emb_v, emb_a, qk_dim, value_dim, heads, ff_mult, attention="perceiver",
+                 cmc_pe=False):
         super().__init__()
         self.ada_v, self.ada_a = AdaLN(dim_v, emb_v), AdaLN(dim_a, emb_a)
-        self.attn = PerceiverJointAttention(dim_v, dim_a, qk_dim, value_dim, heads)
+        if attention == "perceiver":
+            self.attn = PerceiverJointAttention(dim_v, dim_a, qk_dim, value_dim, heads)
+        else:
+            self.attn = VanillaJointAttention(dim_v, dim_a, qk_dim, heads)
+        self.cmc = CrossModalPE(dim_v, dim_a) if cmc_pe else None
         self.ff_v, self.ff_a = FeedForward(dim_v, ff_mult), FeedForward(dim_a, ff_mult)
         self.head_dim = qk_dim // heads
 
-    def forward(self, xv, xa, ev, ea, rope_v, rope_a, mode: str = "full"):
+    def forward(self, xv, xa, ev, ea, rope_v, rope_a, mode: str = "full", shapes=None):
+        """shapes (F, S, T, M): token grid of each modality (needed by CMC-PE). CMC-PE carries the other
+        modality's features, so it is active in `full` mode only (block_diagonal / skip are the
+        no-interaction negatives of JointCFG / JointCFG*)."""
         sv1, cv1, gv1, sv2, cv2, gv2 = self.ada_v(ev)
         sa1, ca1, ga1, sa2, ca2, ga2 = self.ada_a(ea)
         if mode != "skip":
-            av, aa = self.attn(
-                _modulate(self.ada_v.norm(xv), sv1, cv1),
-                _modulate(self.ada_a.norm(xa), sa1, ca1),
-                rope_v,
-                rope_a,
-                block_diagonal=(mode == "block_diagonal"),
-            )
+            hv = _modulate(self.ada_v.norm(xv), sv1, cv1)
+            ha = _modulate(self.ada_a.norm(xa), sa1, ca1)
+            if self.cmc is not None and mode == "full":
+                pv, pa = self.cmc(self.ada_v.norm(xv), self.ada_a.norm(xa), shapes)
+                hv, ha = hv + pv, ha + pa
+            av, aa = self.attn(hv, ha, rope_v, rope_a, block_diagonal=(mode == "block_diagonal"))
             xv = xv + gv1[:, None] * av
             xa = xa + ga1[:, None] * aa
         xv = xv + gv2[:, None] * self.ff_v(_modulate(self.ada_v.norm(xv), sv2, cv2))
@@ -328,8 +443,21 @@ class JointDiT(ModelMixin, ConfigMixin):
         num_frames: int = 14,
         video_unet: nn.Module | None = None,
         audio_unet: nn.Module | None = None,
+        use_joint_blocks: bool = True,
+        joint_attention: str = "perceiver",
+        cmc_pe: bool = False,
     ):
+        """Sizes: block_size (B of the layer matching), qk_dim / value_dim / heads of the joint attention,
+        ff_mult of the feed-forward layers (the paper gives none of these widths: ours). Options (the
+        paper's ablations and the sounding-video baseline's CMC-PE, all recorded in the config):
+        use_joint_blocks=False removes the Joint blocks' own layers (experts run side by side, as the paper's
+        "w/o Joint Block"); joint_attention="vanilla" replaces Perceiver Joint Attention by standard
+        self-attention ("w/o Perceiver attn"); cmc_pe=True adds CMC-PE before each joint attention."""
         super().__init__()
+        if joint_attention not in JOINT_ATTENTIONS:
+            raise ValueError(f"joint_attention must be one of {JOINT_ATTENTIONS}, got {joint_attention!r}")
+        if cmc_pe and not use_joint_blocks:
+            raise ValueError("cmc_pe needs the Joint blocks (it feeds their joint attention): use_joint_blocks=False")
         if video_unet is None:
             video_unet = UNetSpatioTemporalConditionModel.from_config(video_unet_config)
         if audio_unet is None:
@@ -347,8 +475,9 @@ class JointDiT(ModelMixin, ConfigMixin):
         dims_v = self._block_channels(self.video_unet, self.video_layers, self.video_plan)
         dims_a = self._block_channels(self.audio_unet, self.audio_layers, self.audio_plan)
         self.joint_blocks = nn.ModuleList(
-            JointBlockLayers(dv, da, emb_v, emb_a, qk_dim, value_dim, heads, ff_mult) for dv, da in zip(dims_v, dims_a)
-        )
+            JointBlockLayers(dv, da, emb_v, emb_a, qk_dim, value_dim, heads, ff_mult, joint_attention, cmc_pe)
+            for dv, da in zip(dims_v, dims_a)
+        ) if use_joint_blocks else nn.ModuleList()
         self.rope_v_dims, self.rope_a_dims = rope_sections(qk_dim // heads)
         self.gradient_checkpointing = False
 
@@ -374,7 +503,26 @@ class JointDiT(ModelMixin, ConfigMixin):
 
     @property
     def num_joint_blocks(self) -> int:
+        """Joint blocks with their own layers (0 with use_joint_blocks=False)."""
         return len(self.joint_blocks)
+
+    @property
+    def has_joint_blocks(self) -> bool:
+        return bool(self.config.use_joint_blocks)
+
+    @staticmethod
+    def options_from_config(config) -> dict:
+        """Constructor arguments (sizes and options) of a saved JointDiT config, without the expert configs;
+        configs written before an option existed get its default."""
+        keys = ("block_size", "qk_dim", "value_dim", "heads", "ff_mult", "clip_dim", "num_frames") + OPTION_KEYS
+        return {k: config[k] for k in keys if k in config}
+
+    def joint_token_counts(self, video_latent: tuple[int, int, int], audio_latent: tuple[int, int]) -> list[tuple[int, int]]:
+        """(video tokens, audio tokens) entering the joint attention of each Joint block, for video latents
+        (frames, h, w) and audio latents (T, M); from the experts' configs only (works on the meta device).
+        Paper shapes (256x256, 2 s: video 14x32x32, audio 50x16): [(896, 52), (224, 14), (224, 14)]."""
+        return joint_token_counts(_public(self.video_unet.config), _public(self.audio_unet.config),
+                                  self.config.block_size, video_latent, audio_latent)
 
     # ------------------------------------------------------------------ parameters: trainable / frozen
 
@@ -461,10 +609,12 @@ class JointDiT(ModelMixin, ConfigMixin):
         rv = rope_angles(video_positions(f, hv, wv, xv.device), self.rope_v_dims)
         ra = rope_angles(audio_positions(ta, ma, f, xa.device), self.rope_a_dims)
         blk = self.joint_blocks[k]
+        shapes = (f, hv * wv, ta, ma)
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            xv, xa = torch.utils.checkpoint.checkpoint(blk, xv, xa, sv.emb_b, sa.emb_b, rv, ra, mode, use_reentrant=False)
+            xv, xa = torch.utils.checkpoint.checkpoint(blk, xv, xa, sv.emb_b, sa.emb_b, rv, ra, mode, shapes,
+                                                       use_reentrant=False)
         else:
-            xv, xa = blk(xv, xa, sv.emb_b, sa.emb_b, rv, ra, mode)
+            xv, xa = blk(xv, xa, sv.emb_b, sa.emb_b, rv, ra, mode, shapes)
         new_v = xv.reshape(b, f, hv * wv, cv).permute(0, 1, 3, 2).reshape(b * f, cv, hv, wv)
         new_a = xa.transpose(1, 2).reshape(sa.h.shape)
         # skip connections carried across: a down block's last skip *is* its output, keep them equal
@@ -495,12 +645,13 @@ class JointDiT(ModelMixin, ConfigMixin):
             for li in plan.input:
                 for unit in layers[li]:
                     _run_unit(unet, unit, st)
-        for k in range(self.num_joint_blocks):
+        for k in range(len(self.video_plan.joints)):
             for unet, layers, plan, st in ((vu, vl, self.video_plan, sv), (au, al, self.audio_plan, sa)):
                 for li in plan.joints[k]:
                     for unit in layers[li]:
                         _run_unit(unet, unit, st)
-            self._joint(k, sv, sa, attention_mode)
+            if self.num_joint_blocks:  # use_joint_blocks=False: the experts run side by side
+                self._joint(k, sv, sa, attention_mode)
         for unet, layers, plan, st in ((vu, vl, self.video_plan, sv), (au, al, self.audio_plan, sa)):
             for li in plan.output:
                 for unit in layers[li]:
