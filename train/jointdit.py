@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import re
 import time
@@ -388,7 +389,7 @@ def cli(argv=None) -> int:
 
     def body() -> int:
         r = main(argv)
-        if isinstance(r, dict) and r.get("checkpoint"):
+        if isinstance(r, dict) and r.get("checkpoint") and r.get("main_process", True):
             print(f"saved to {r['checkpoint']}")
         return 0
 
@@ -418,12 +419,16 @@ def main(argv=None) -> dict:
     from train.diffusion import Condition, JointDiffusion
     from train.experts import build_jointdit, is_random, load_experts
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    # torchrun without GPUs: accelerate only sets up its gloo process group when told to use the CPU
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                      cpu=cpu)
     rank = acc.process_index
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed + rank)
-    experts = resolve_experts(cfg)
+    with acc.main_process_first():  # tiny stand-ins are written once, then read by every process
+        experts = resolve_experts(cfg)
     random_weights = is_random(experts[0]) or is_random(experts[1])
     if random_weights and acc.is_main_process:
         log.warning("RANDOM-INIT expert weights (%s, %s): this run checks the pipeline, its outputs are noise", *experts)
@@ -435,8 +440,11 @@ def main(argv=None) -> dict:
     wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
     place_frozen(frozen, acc.device, wdtype if acc.device.type == "cuda" else torch.float32)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("JointDiT: %d joint blocks, %.2fM trainable / %.2fM params", model.num_joint_blocks, n_train / 1e6,
-             sum(p.numel() for p in model.parameters()) / 1e6)
+    if acc.is_main_process:
+        log.info("JointDiT: %d joint blocks, %.2fM trainable / %.2fM params; %d process(es) x %d DataLoader workers, "
+                 "%d clips per update", model.num_joint_blocks, n_train / 1e6,
+                 sum(p.numel() for p in model.parameters()) / 1e6, acc.num_processes, cfg.num_workers,
+                 cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes)
     if args.dry_run:
         return {"trainable": n_train}
 
@@ -474,7 +482,8 @@ def main(argv=None) -> dict:
                         "position is approximate", layout, st.get("data_layout"))
         rng_file = ck / f"rng-rank{rank}.json"
         rng_saved = json.loads(rng_file.read_text()) if rng_file.exists() else None
-        log.info("resumed from %s at step %d (%d batches consumed per process)", ck, step, consumed)
+        if acc.is_main_process:
+            log.info("resumed from %s at step %d (%d batches consumed per process)", ck, step, consumed)
 
     spec = spec_for(cfg)
     data_kw = dict(shuffle=cfg.shuffle, repeat=True, seed=cfg.seed, rank=rank, world_size=acc.num_processes,
@@ -535,7 +544,7 @@ def main(argv=None) -> dict:
     pbar.close()
     acc.wait_for_everyone()
     return {"history": history, "checkpoint": str(latest_checkpoint(cfg.out_dir)), "random_weights": random_weights,
-            "model": raw, "frozen": frozen, "ema": ema}
+            "model": raw, "frozen": frozen, "ema": ema, "main_process": acc.is_main_process}
 
 
 if __name__ == "__main__":
