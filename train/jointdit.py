@@ -224,8 +224,8 @@ class EMA:
     def update(self, params: dict[str, torch.Tensor]) -> None:
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for k, p in params.items():
-            self.shadow[k].lerp_(p.detach().float(), 1.0 - d)
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [params[k].detach().float() for k in keys], 1.0 - d)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
