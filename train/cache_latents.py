@@ -70,9 +70,8 @@ def encode_segment(frozen, video, spec, stride: float = 0.5, noise_draws: int = 
 
 def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=256, stride=0.5, noise_draws=4,
                   noise_aug=0.02, dtype="float16", seed=0, device="cpu") -> list[str]:
-    from curate.shards import decode_sample, expand_urls, write_tar_atomic
+    from curate.shards import decode_sample, expand_urls, group_samples, write_tar_atomic
     from train.data import LATENT_FORMAT, ClipSpec, encode_latent_sample, stream_tar
-    from curate.shards import group_samples
     from train.experts import is_random, load_experts
     from train.jointdit import place_frozen
 

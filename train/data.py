@@ -142,6 +142,19 @@ def count_samples(url: str) -> int:
     return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
 
 
+def too_few_samples(patterns, world_size: int, num_workers: int) -> str | None:
+    """Why R processes x W workers cannot all read from these shards (fewer samples than readers), or None.
+    Only counts when there are fewer shards than readers (otherwise each reader has a shard)."""
+    urls = expand_urls(patterns)
+    n = max(1, world_size) * max(1, num_workers)
+    if len(urls) >= n:
+        return None
+    total = sum(count_samples(u) for u in urls)
+    if total >= n:
+        return None
+    return f"{total} samples for {world_size} process(es) x {max(1, num_workers)} DataLoader worker(s): every reader needs one; use fewer workers"
+
+
 def batches_of_worker(consumed_batches: int, worker: int, num_workers: int) -> int:
     """How many of the first `consumed_batches` batches a DataLoader took from `worker`: with an endless
     IterableDataset the loader takes batch j from worker j % num_workers."""

@@ -378,6 +378,11 @@ def check_inputs(cfg: TrainConfig, args) -> None:
         resolve_files(cfg.shards, what="shards")
     else:
         raise UsageError("give --shards PATTERN (curated WebDataset shards) or --latents PATTERN")
+    from train.data import too_few_samples
+
+    why = too_few_samples(cfg.latents or cfg.shards, int(os.environ.get("WORLD_SIZE", "1")), cfg.num_workers)
+    if why:
+        raise UsageError(why)
     output_dir(cfg.out_dir, what="--out-dir")
     if cfg.resume and cfg.resume != "latest" and not (Path(cfg.resume) / "state.json").is_file():
         raise UsageError(f"--resume {cfg.resume!r} is not a checkpoint folder (no state.json)")

@@ -147,3 +147,28 @@ def test_epochs_draw_new_clips_and_latents_from_one_cached_segment(long_segment_
     # the same seed gives the same draws (restartable)
     again = next(iter(LatentClips(url, shuffle=0, seed=0)))
     assert torch.equal(again["video_latents"], a["video_latents"]) and again["clip_index"] == a["clip_index"]
+
+
+def test_too_few_samples_for_the_readers_is_a_one_line_error(tmp_path, capsys):
+    from train.data import too_few_samples
+    from train.jointdit import cli
+
+    urls = key_shards(tmp_path, [2, 1])
+    assert too_few_samples(urls, 1, 3) is None and too_few_samples(urls, 2, 1) is None
+    assert "3 samples for 2 process(es) x 2 DataLoader worker(s)" in too_few_samples(urls, 2, 2)
+    assert cli(["--shards", str(tmp_path / "*.tar"), "--num-workers", "4", "--out-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == ("error: 3 samples for 1 process(es) x 4 DataLoader worker(s): "
+                                               "every reader needs one; use fewer workers")
+    assert not (tmp_path / "r").exists()
+
+
+def test_cache_latents_cli_errors(tmp_path, capsys):
+    from train.cache_latents import cli
+
+    args = ["--out", str(tmp_path / "lat"), "--video-model", "v", "--audio-model", "a"]
+    assert cli(["--shards", str(tmp_path / "none-*.tar"), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"error: no shards match '{tmp_path / 'none-*.tar'}'"
+    key_shards(tmp_path, [1])
+    assert cli(["--shards", str(tmp_path / "*.tar"), "--stride", "0", *args]) == 2
+    assert capsys.readouterr().err.strip() == "error: --stride must be > 0 and --noise-draws >= 1"
+    assert not (tmp_path / "lat").exists()

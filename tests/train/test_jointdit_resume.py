@@ -138,3 +138,23 @@ def test_force_upcast_vaes_stay_float32(tiny_experts):
     frozen.video_vae.register_to_config(force_upcast=True)
     place_frozen(frozen, "cpu", torch.bfloat16)
     assert frozen.video_vae.dtype == torch.float32
+
+
+def test_new_options_have_help_and_bad_values_are_one_line_errors(tmp_path, capsys):
+    from train.jointdit import cli
+
+    with pytest.raises(SystemExit):
+        cli(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--ema", "--no-ema", "--ema-decay", "--lr-scheduler", "--lr-warmup-steps",
+                 "--gradient-accumulation-steps", "--log-sample-keys", "--resume"):
+        assert flag in text, flag
+    assert "setting `" not in text
+    for bad, msg in [("lr_scheduler=step", "error: lr_scheduler='step': expected one of constant_with_warmup, constant, cosine, linear"),
+                     ("gradient_accumulation_steps=0", "error: need gradient_accumulation_steps >= 1")]:
+        assert cli(["--shards", str(tmp_path / "x.tar"), bad]) == 2
+        assert capsys.readouterr().err.strip().startswith(msg)
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "x.tar").write_bytes(b"")
+    assert cli(["--shards", str(tmp_path / "x.tar"), "--resume", str(tmp_path / "ck")]) == 2
+    assert "is not a checkpoint folder (no state.json)" in capsys.readouterr().err
