@@ -470,7 +470,7 @@ def main(argv=None) -> dict:
         log.info("--resume latest: no checkpoint in %s, starting at step 0", cfg.out_dir)
     if ck is not None:
         st = json.loads((ck / "state.json").read_text())
-        raw.load_state_dict(load_file(str(ck / "jointdit_trainable.safetensors"), device=str(acc.device)), strict=False)
+        raw.load_state_dict(load_file(str(ck / "jointdit_trainable.safetensors")), strict=False)
         opt.load_state_dict(optimizer_from_safetensors(load_file(str(ck / "optimizer.safetensors")),
                                                        json.loads((ck / "optimizer.json").read_text())))
         sched.load_state_dict(st["scheduler"])

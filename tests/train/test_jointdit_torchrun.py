@@ -10,29 +10,40 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+from safetensors.torch import load_file
+
 from curate.shards import write_shard
 from tests.train.conftest import sounding_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_torchrun_two_processes_two_workers_split_the_shards(tiny_experts, tmp_path):
-    sizes = [2, 1, 1, 2, 1]  # 5 shards for 4 readers: one reader gets two shards
+def write_shards(d, sizes=(2, 1, 1, 2, 1)) -> set[str]:
     keys, k = set(), 0
     for i, n in enumerate(sizes):
         items = [(f"c{k + j}", sounding_video(k + j, seconds=2.0, size=32), {"label": "bounce"}) for j in range(n)]
-        write_shard(tmp_path / f"train-{i:06d}.tar", items)
+        write_shard(d / f"train-{i:06d}.tar", items)
         keys |= {key for key, *_ in items}
         k += n
-    out, log_dir = tmp_path / "run", tmp_path / "keys"
+    return keys
+
+
+def torchrun(shards, out, tiny_experts, steps, *extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train.jointdit",
-           "--shards", str(tmp_path / "*.tar"), "--out-dir", str(out), "--preset", "tiny", "--height", "16",
-           "--width", "16", "--batch-size", "1", "--num-workers", "2", "--steps", "4", "--save-every", "100",
-           "--no-progress", "--log-sample-keys", str(log_dir), "--video-model", tiny_experts[0],
-           "--audio-model", tiny_experts[1]]
+           "--shards", str(shards / "*.tar"), "--out-dir", str(out), "--preset", "tiny", "--height", "16",
+           "--width", "16", "--batch-size", "1", "--num-workers", "2", "--steps", str(steps), "--save-every", "100",
+           "--no-progress", "--video-model", tiny_experts[0], "--audio-model", tiny_experts[1], *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_torchrun_two_processes_two_workers_split_the_shards(tiny_experts, tmp_path):
+    keys = write_shards(tmp_path)  # 5 shards for 4 readers: one reader gets two shards
+    out, log_dir = tmp_path / "run", tmp_path / "keys"
+    r = torchrun(tmp_path, out, tiny_experts, 4, "--log-sample-keys", str(log_dir))
     assert r.stdout.count("saved to") == 1  # printed by the main process only
 
     records = [json.loads(line) for f in sorted(log_dir.glob("keys-rank*-worker*.jsonl")) for line in f.read_text().splitlines()]
@@ -48,3 +59,16 @@ def test_torchrun_two_processes_two_workers_split_the_shards(tiny_experts, tmp_p
     state = json.loads((ck / "state.json").read_text())
     assert state["data_layout"] == [2, 2, 1] and state["batches_consumed"] == 4
     assert (ck / "rng-rank0.json").exists() and (ck / "rng-rank1.json").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_resume_is_bit_identical(tiny_experts, tmp_path):
+    """2 processes x 2 workers: 4 updates straight == 2 updates, stop, resume to 4 (three torchrun runs, ~3 min)."""
+    write_shards(tmp_path)
+    torchrun(tmp_path, tmp_path / "straight", tiny_experts, 4)
+    torchrun(tmp_path, tmp_path / "split", tiny_experts, 2)
+    torchrun(tmp_path, tmp_path / "split", tiny_experts, 4, "--resume", "latest")
+    for name in ("jointdit_trainable.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a = load_file(str(tmp_path / "straight" / "checkpoint-000004" / name))
+        b = load_file(str(tmp_path / "split" / "checkpoint-000004" / name))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), name
