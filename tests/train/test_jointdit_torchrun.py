@@ -29,9 +29,15 @@ def write_shards(d, sizes=(2, 1, 1, 2, 1)) -> set[str]:
     return keys
 
 
-def torchrun(shards, out, tiny_experts, steps, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train.jointdit",
-           "--shards", str(shards / "*.tar"), "--out-dir", str(out), "--preset", "tiny", "--height", "16",
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# accelerate launch on a machine without GPUs: --multi_gpu makes it start the processes with torchrun (with --cpu
+# it would start a single process unless MPI is set up)
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def torchrun(shards, out, tiny_experts, steps, *extra, launcher=TORCHRUN):
+    cmd = [*launcher, "-m", "train.jointdit", "--shards", str(shards / "*.tar"), "--out-dir", str(out), "--preset", "tiny", "--height", "16",
            "--width", "16", "--batch-size", "1", "--num-workers", "2", "--steps", str(steps), "--save-every", "100",
            "--no-progress", "--video-model", tiny_experts[0], "--audio-model", tiny_experts[1], *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -40,10 +46,12 @@ def torchrun(shards, out, tiny_experts, steps, *extra):
     return r
 
 
-def test_torchrun_two_processes_two_workers_split_the_shards(tiny_experts, tmp_path):
+@pytest.mark.parametrize("launcher", [TORCHRUN, pytest.param(ACCELERATE, marks=pytest.mark.slow)],
+                         ids=["torchrun", "accelerate-launch"])
+def test_torchrun_two_processes_two_workers_split_the_shards(tiny_experts, tmp_path, launcher):
     keys = write_shards(tmp_path)  # 5 shards for 4 readers: one reader gets two shards
     out, log_dir = tmp_path / "run", tmp_path / "keys"
-    r = torchrun(tmp_path, out, tiny_experts, 4, "--log-sample-keys", str(log_dir))
+    r = torchrun(tmp_path, out, tiny_experts, 4, "--log-sample-keys", str(log_dir), launcher=launcher)
     assert r.stdout.count("saved to") == 1  # printed by the main process only
 
     records = [json.loads(line) for f in sorted(log_dir.glob("keys-rank*-worker*.jsonl")) for line in f.read_text().splitlines()]
