@@ -85,7 +85,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the gradient norm to this value (0: off)."""
     shuffle: int = 64
-    """WebDataset shuffle buffer in samples (0: read in order)."""
+    """Shuffle: shard order per epoch plus a buffer of this many samples per reader (0: read in order)."""
     num_workers: int | None = None
     """DataLoader worker processes."""
     log_every: int = 10
@@ -105,12 +105,12 @@ class TrainConfig:
     ema: bool = True
     """Keep an exponential moving average of the trainable weights (ema.safetensors; the sampler uses it)."""
     ema_decay: float = 0.9999
-    """EMA decay; update n uses min(decay, (1 + n) / (10 + n)) so early averages are not dominated by init."""
+    """EMA decay (project's choice; the paper gives none); update n uses min(decay, (1 + n) / (10 + n))."""
     lr_scheduler: str = "constant_with_warmup"
     """Learning-rate schedule (diffusers get_scheduler), in optimizer updates: constant_with_warmup, constant,
     cosine or linear (cosine and linear decay to 0 at --steps)."""
     lr_warmup_steps: int | None = None
-    """Linear warm-up from 0 to --lr over this many optimizer updates."""
+    """Linear warm-up from 0 to --lr over this many optimizer updates (project's choice: paper preset 1000)."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer update (accelerate's accumulation); effective batch = batch_size x this x processes."""
     log_sample_keys: str | None = None
