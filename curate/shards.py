@@ -128,6 +128,33 @@ def iter_segments(patterns: str | Iterable[str], decode: DecodeConfig | None = N
             yield decode_sample(sample, decode)
 
 
+@dataclass(frozen=True)
+class ReaderSplit:
+    """The part of a shard list one reader takes: `urls`, and of their samples (counted in `urls` order)
+    those with index % stride == offset."""
+
+    urls: list[str]
+    offset: int = 0
+    stride: int = 1
+
+
+def split_for_reader(urls: list[str], rank: int = 0, world_size: int = 1, worker: int = 0, num_workers: int = 1) -> ReaderSplit:
+    """Split shards between every reader of a distributed run: process `rank` of `world_size`, DataLoader
+    worker `worker` of `num_workers` (reader r = rank * num_workers + worker of n = world_size * num_workers).
+
+    With at least n shards each reader takes every n-th shard (r, r + n, ...) and all their samples; with
+    fewer shards every reader reads all of them and keeps every n-th sample starting at r. Either way the
+    readers' samples are disjoint and together are every sample once. Every reader must be given the same
+    `urls` in the same order (shuffle them with a seed shared by all processes)."""
+    n = max(1, world_size) * max(1, num_workers)
+    r = rank * max(1, num_workers) + worker
+    if not 0 <= r < n:
+        raise ValueError(f"reader {r} out of range for {world_size} processes x {num_workers} workers")
+    if len(urls) >= n:
+        return ReaderSplit(list(urls[r::n]))
+    return ReaderSplit(list(urls), r, n)
+
+
 def webdataset_pipeline(patterns: str | Iterable[str], shuffle: int = 0, decode: DecodeConfig | None = None):
     """A `webdataset.WebDataset` over the shards yielding SegmentSample (for training loaders)."""
     import webdataset as wds

@@ -160,6 +160,11 @@ def train(cfg: TrainConfig) -> dict:
     if per < 1 or per * acc.num_processes * cfg.grad_accum != world_batch:
         raise cli.UsageError(f"batch_size={world_batch} is not divisible by {acc.num_processes} processes x "
                              f"grad_accum={cfg.grad_accum}")
+    from train.data import too_few_samples
+
+    short = too_few_samples(urls, acc.num_processes, cfg.num_workers)
+    if short:
+        raise cli.UsageError(short)
     torch.manual_seed(cfg.seed + acc.process_index)
     parts = build_parts(cfg)
     if parts.random_weights and acc.is_main_process:
@@ -175,7 +180,7 @@ def train(cfg: TrainConfig) -> dict:
     log.info("AVSyncD UNet: %.2fM trainable / %.2fM params", n_train / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6)
 
     spec = AVSyncDClipSpec(duration=cfg.duration, fps=cfg.fps, height=cfg.height, width=cfg.width)
-    ds = AVSyncDClips(urls, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed + acc.process_index,
+    ds = AVSyncDClips(urls, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed,
                       rank=acc.process_index, world_size=acc.num_processes, hflip=cfg.hflip,
                       random_window=cfg.random_window, limit=cfg.limit_clips)
     loader = torch.utils.data.DataLoader(ds, batch_size=per, collate_fn=collate, num_workers=cfg.num_workers)

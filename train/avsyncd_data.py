@@ -8,6 +8,7 @@ conditioning image and audio file for the sampler.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Iterator
@@ -16,10 +17,10 @@ import numpy as np
 import torch
 
 from curate.media import DecodedVideo
-from curate.shards import SegmentSample, expand_urls, iter_segments, webdataset_pipeline
+from curate.shards import SegmentSample, decode_sample
 from sync_classifier.audio import log_mel
 from sync_classifier.config import ClipSpec as MelSpec
-from train.data import collate, resize_center_crop
+from train.data import ShardStream, collate, resize_center_crop
 
 
 @dataclass
@@ -93,42 +94,29 @@ def clip_from_sample(sample: SegmentSample, spec: AVSyncDClipSpec, rng: random.R
     return clip
 
 
-class AVSyncDClips(torch.utils.data.IterableDataset):
-    """Endless (repeat=True) or single-pass stream of clips from curation shards; `limit` keeps the first N
-    segments (for overfitting checks). Unusable segments are logged and skipped."""
+class AVSyncDClips(ShardStream):
+    """Endless (repeat=True) or single-pass stream of clips from curation shards, split between the processes
+    of a distributed run and their DataLoader workers (disjoint, every segment once per epoch: `ShardStream`);
+    `limit` keeps the first N segments of each reader's epoch (for overfitting checks). Unusable segments are
+    logged and skipped. `seed` must be the same on every process (it orders the shards of an epoch)."""
 
     def __init__(self, patterns, spec: AVSyncDClipSpec, shuffle: int = 0, repeat: bool = True, seed: int = 0,
                  rank: int = 0, world_size: int = 1, hflip: bool = False, random_window: bool = True, limit: int = 0):
-        self.spec, self.shuffle, self.repeat, self.seed, self.hflip = spec, shuffle, repeat, seed, hflip
-        self.random_window, self.limit = random_window, limit
-        urls = expand_urls(patterns)
-        if world_size > 1 and len(urls) >= world_size:  # each process reads its own shards
-            urls = urls[rank::world_size]
-        self.urls = urls
+        super().__init__(patterns, shuffle=shuffle, repeat=repeat, seed=seed, rank=rank, world_size=world_size)
+        self.spec, self.hflip, self.random_window, self.limit = spec, hflip, random_window, limit
 
-    def __iter__(self) -> Iterator[dict]:
+    def raw_epoch(self, epoch, split, reader):
+        src = super().raw_epoch(epoch, split, reader)
+        return itertools.islice(src, self.limit) if self.limit else src
+
+    def decode(self, raw: dict, rng: random.Random) -> dict | None:
         import logging
 
-        info = torch.utils.data.get_worker_info()
-        rng = random.Random(self.seed + (info.id if info else 0))
-        urls = self.urls
-        if info is not None and not self.shuffle and len(urls) >= info.num_workers:
-            urls = urls[info.id :: info.num_workers]  # webdataset splits shards by worker itself
-        while True:
-            src = webdataset_pipeline(urls, shuffle=self.shuffle) if self.shuffle else iter_segments(urls)
-            n = 0
-            for s in src:
-                if self.limit and n >= self.limit:
-                    break
-                try:
-                    clip = clip_from_sample(s, self.spec, rng if self.random_window else None, self.hflip)
-                except ValueError as e:
-                    logging.getLogger(__name__).warning("skipping segment %s: %s", s.key, e)
-                    continue
-                n += 1
-                yield clip
-            if not self.repeat or n == 0:
-                return
+        try:
+            return clip_from_sample(decode_sample(raw), self.spec, rng if self.random_window else None, self.hflip)
+        except Exception as e:  # noqa: BLE001 - one bad segment must not stop training
+            logging.getLogger(__name__).warning("skipping segment %s: %s: %s", raw.get("__key__"), type(e).__name__, e)
+            return None
 
 
 # ------------------------------------------------------------------------------------- sampler inputs

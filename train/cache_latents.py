@@ -1,13 +1,19 @@
-r"""Encode shards' clips to VAE/CLIP latents once, so training reads latents (`--latents`) instead of
-decoding and encoding every step.
+r"""Encode shards' segments to VAE/CLIP latents once, so training reads latents (`--latents`) instead of
+decoding and encoding every step, and still draws a new clip, posterior sample and noise augmentation
+each time it sees a segment.
 
     python -m train.cache_latents --shards 'out/shards/*.tar' --out out/latents \
         --video-model stabilityai/stable-video-diffusion-img2vid --audio-model cvssp/audioldm2
 
-Each input shard becomes `latents-{i:06d}.tar` with `<key>.safetensors` (video_latents [F, 4, h, w],
-image_latents [4, h, w], image_embeds [1, D], audio_latents [8, T, M]) and `<key>.json`. Clips are the
-first 2 s of each segment (deterministic), latents are one VAE posterior sample, the image latent uses
-one fixed noise-augmentation draw (SVD's noise_aug_strength). Finished shards are skipped on rerun.
+Each input shard becomes `latents-{i:06d}.tar`, one sample per segment: `<key>.json` (format 2: clip
+starts, stride, noise_aug, dtype, source, random_weights) and `<key>.safetensors` holding, for the C 2 s
+clips of the segment starting every `--stride` seconds (0, 0.5, 1.0, ... up to duration - 2 s):
+- `video_mean`, `video_std` [C, F, 4, h, w]: the video VAE posterior of every frame, times its scaling factor
+- `audio_mean`, `audio_std` [C, 8, T, M]: the audio VAE posterior of the clip's log-mel, times its scaling factor
+- `image_latents` [C, K, 4, h, w]: K draws of SVD's image latent (VAE mode of the noise-augmented first frame)
+- `image_embeds` [C, 1, D]: the CLIP embedding of the first frame.
+Training (`train.data.draw_latents`) picks one clip, samples mean + std * noise and picks one of the K image
+latents per step. Shards already written are skipped on rerun.
 """
 
 from __future__ import annotations
@@ -16,25 +22,65 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger("train.cache_latents")
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=256, batch_size=4, noise_aug=0.02,
-                  seed=0, device="cpu") -> list[str]:
-    from curate.shards import expand_urls, iter_segments, write_tar_atomic
-    from train.data import ClipSpec, clip_from_sample, collate, encode_latent_sample
+
+def clip_starts(duration: float, clip: float = 2.0, stride: float = 0.5) -> list[float]:
+    """Starts of the clips cached for a segment: 0, stride, ... while the clip fits (at least [0])."""
+    n = int(np.floor((duration - clip) / stride + 1e-6)) + 1 if duration >= clip else 1
+    return [round(i * stride, 6) for i in range(max(1, n))]
+
+
+@torch.no_grad()
+def posterior(vae, x: torch.Tensor, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """A VAE's posterior (mean, std) of x [N, ...] times its scaling factor, in float32."""
+    means, stds = [], []
+    for i in range(0, x.shape[0], chunk):
+        d = vae.encode(x[i : i + chunk].to(vae.dtype)).latent_dist
+        means.append(d.mean.float())
+        stds.append(d.std.float())
+    sf = vae.config.scaling_factor
+    return torch.cat(means) * sf, torch.cat(stds) * sf
+
+
+@torch.no_grad()
+def encode_segment(frozen, video, spec, stride: float = 0.5, noise_draws: int = 4, noise_aug: float = 0.02,
+                   generator=None, device="cpu") -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Every cached quantity of one decoded segment (see the module docstring), float32."""
+    from train.data import make_clip
+
+    starts = clip_starts(video.duration, spec.duration, stride)
+    clips = [make_clip(video, spec, s) for s in starts]
+    frames = torch.stack([c["video"] for c in clips]).to(device)  # [C, F, 3, H, W]
+    mel = torch.stack([c["mel"] for c in clips]).to(device)  # [C, 1, T, n_mels]
+    c, f = frames.shape[:2]
+    vm, vs = posterior(frozen.video_vae, frames.flatten(0, 1))
+    am, as_ = posterior(frozen.audio_vae, mel)
+    first = frames[:, 0]
+    image = torch.stack([frozen.encode_image(first, noise_aug, generator) for _ in range(noise_draws)], 1)
+    out = {"video_mean": vm.reshape(c, f, *vm.shape[1:]), "video_std": vs.reshape(c, f, *vs.shape[1:]),
+           "audio_mean": am, "audio_std": as_, "image_latents": image, "image_embeds": frozen.clip_embed(first)}
+    return out, starts
+
+
+def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=256, stride=0.5, noise_draws=4,
+                  noise_aug=0.02, dtype="float16", seed=0, device="cpu") -> list[str]:
+    from curate.shards import decode_sample, expand_urls, group_samples, write_tar_atomic
+    from train.data import LATENT_FORMAT, ClipSpec, encode_latent_sample, stream_tar
     from train.experts import is_random, load_experts
-    from train.jointdit import TrainConfig, encode_batch
+    from train.jointdit import place_frozen
 
     _, _, frozen = load_experts(video_model, audio_model)
-    frozen.to(device)
+    place_frozen(frozen, device, torch.float32)
     random_weights = is_random(video_model) or is_random(audio_model)
     if random_weights:
         log.warning("RANDOM-INIT VAEs/CLIP: cached latents are for pipeline tests only")
     spec = ClipSpec(height=height, width=width)
-    cfg = TrainConfig(noise_aug=noise_aug)
     g = torch.Generator(device=device).manual_seed(seed)
     out_dir = Path(out_dir)
     written = []
@@ -43,46 +89,62 @@ def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=2
         if dst.exists():
             written.append(str(dst))
             continue
-        members, buf = [], []
-
-        def flush():
-            batch = collate(buf)
-            lat = encode_batch(frozen, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, cfg,
-                               spec.fps, g)
-            for j, key in enumerate(batch["key"]):
-                members.extend(encode_latent_sample(key, {k: v[j] for k, v in lat.items()},
-                                                    {"source": url, "random_weights": random_weights}))
-            buf.clear()
-
-        for s in iter_segments(url):
-            buf.append(clip_from_sample(s, spec))
-            if len(buf) == batch_size:
-                flush()
-        if buf:
-            flush()
+        members, n_clips = [], 0
+        for raw in group_samples(stream_tar(url)):
+            s = decode_sample(raw)
+            t, starts = encode_segment(frozen, s.video, spec, stride, noise_draws, noise_aug, g, device)
+            meta = {"format": LATENT_FORMAT, "source": url, "random_weights": random_weights, "starts": starts,
+                    "stride": stride, "clip_seconds": spec.duration, "noise_aug": noise_aug, "dtype": dtype,
+                    "height": height, "width": width}
+            members.extend(encode_latent_sample(s.key, {k: v.to(DTYPES[dtype]) for k, v in t.items()}, meta))
+            n_clips += len(starts)
         write_tar_atomic(dst, members)
         written.append(str(dst))
-        log.info("wrote %s (%d clips)", dst, len(members) // 2)
+        log.info("wrote %s (%d segments, %d clips)", dst, len(members) // 2, n_clips)
     return written
 
 
-def main(argv=None):
+def main(argv=None) -> list[str]:
     p = argparse.ArgumentParser(prog="python -m train.cache_latents", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shards", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--video-model", required=True)
-    p.add_argument("--audio-model", required=True)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shards", required=True, help="curated WebDataset shards (glob / brace pattern)")
+    p.add_argument("--out", required=True, help="output folder for latents-NNNNNN.tar")
+    p.add_argument("--video-model", required=True, help="SVD img2vid in diffusers format (hub id or path)")
+    p.add_argument("--audio-model", required=True, help="AudioLDM2 in diffusers format (hub id or path)")
+    p.add_argument("--height", type=int, default=256, help="frame height in pixels (default: 256)")
+    p.add_argument("--width", type=int, default=256, help="frame width in pixels (default: 256)")
+    p.add_argument("--stride", type=float, default=0.5, help="seconds between cached clip starts (default: 0.5)")
+    p.add_argument("--noise-draws", type=int, default=4,
+                   help="noise-augmented image latents cached per clip (default: 4)")
+    p.add_argument("--noise-aug", type=float, default=0.02, help="SVD noise augmentation of the image (default: 0.02)")
+    p.add_argument("--dtype", default="float16", choices=list(DTYPES), help="stored tensor type (default: float16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise-augmentation draws (default: 0)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device for the encoders")
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return cache_latents(a.shards, a.out, a.video_model, a.audio_model, a.height, a.width, a.batch_size, seed=a.seed,
-                         device=a.device)
+    from common.cli import UsageError, output_dir, resolve_files, setup_logging
+
+    setup_logging()
+    resolve_files(a.shards, what="shards")
+    output_dir(a.out, what="--out")
+    if a.stride <= 0 or a.noise_draws < 1:
+        raise UsageError("--stride must be > 0 and --noise-draws >= 1")
+    return cache_latents(a.shards, a.out, a.video_model, a.audio_model, a.height, a.width, a.stride, a.noise_draws,
+                         a.noise_aug, a.dtype, a.seed, a.device)
+
+
+def cli(argv=None) -> int:
+    """`python -m train.cache_latents`: user mistakes are one `error:` line and exit code 2."""
+    from common.cli import run_main
+
+    def body() -> int:
+        out = main(argv)
+        print(f"saved to {Path(out[0]).parent if out else '-'} ({len(out)} latent shards)")
+        return 0
+
+    return run_main(body)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(cli())

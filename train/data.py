@@ -1,13 +1,16 @@
 """Shards -> JointDiT training clips: 2 s, 14 frames at 7 fps, first frame, 16 kHz audio + AudioLDM2 mel.
 
-Reads the curation shards (`curate.shards`), or latent shards written by `train.cache_latents`.
+Reads the curation shards (`curate.shards`), or latent shards written by `train.cache_latents`, as one
+stream per process and DataLoader worker (`ShardStream`): disjoint, every sample once per epoch, in an
+order fixed by the seed so that a resumed run continues where it stopped.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import random
+import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from curate.media import DecodedVideo
-from curate.shards import SegmentSample, expand_urls, group_samples, iter_segments, read_tar_members, webdataset_pipeline
+from curate.shards import ReaderSplit, SegmentSample, decode_sample, expand_urls, group_samples, split_for_reader
 
 
 @dataclass
@@ -121,31 +124,176 @@ def clip_from_sample(sample: SegmentSample, spec: ClipSpec, rng: random.Random |
     return clip
 
 
-class ShardClips(torch.utils.data.IterableDataset):
-    """Endless (repeat=True) or single-pass stream of clips from curation shards."""
+# ------------------------------------------------------------------------- the distributed sample stream
 
-    def __init__(self, patterns, spec: ClipSpec, shuffle: int = 0, repeat: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
-        self.spec, self.shuffle, self.repeat, self.seed = spec, shuffle, repeat, seed
-        urls = expand_urls(patterns)
-        if world_size > 1 and len(urls) >= world_size:  # each process reads its own shards
-            urls = urls[rank::world_size]
-        self.patterns = urls
+
+def stream_tar(url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) members of a tar, read sequentially (never the whole shard in memory)."""
+    with tarfile.open(url, "r|*") as tar:
+        for m in tar:
+            if m.isfile():
+                yield m.name, tar.extractfile(m).read()
+
+
+def count_samples(url: str) -> int:
+    """Samples in a shard from the tar headers alone (no member data is read)."""
+    with tarfile.open(url, "r") as tar:
+        keys = [os.path.basename(m.name).partition(".")[0] for m in tar.getmembers() if m.isfile()]
+    return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+
+
+def too_few_samples(patterns, world_size: int, num_workers: int) -> str | None:
+    """Why R processes x W workers cannot all read from these shards (fewer samples than readers), or None.
+    Only counts when there are fewer shards than readers (otherwise each reader has a shard)."""
+    urls = expand_urls(patterns)
+    n = max(1, world_size) * max(1, num_workers)
+    if len(urls) >= n:
+        return None
+    total = sum(count_samples(u) for u in urls)
+    if total >= n:
+        return None
+    return f"{total} samples for {world_size} process(es) x {max(1, num_workers)} DataLoader worker(s): every reader needs one; use fewer workers"
+
+
+def batches_of_worker(consumed_batches: int, worker: int, num_workers: int) -> int:
+    """How many of the first `consumed_batches` batches a DataLoader took from `worker`: with an endless
+    IterableDataset the loader takes batch j from worker j % num_workers."""
+    w = max(1, num_workers)
+    return 0 if consumed_batches <= worker else (consumed_batches - worker + w - 1) // w
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """The samples of WebDataset shards, split between the processes of a distributed run and their
+    DataLoader workers (`curate.shards.split_for_reader`: disjoint, every sample once per epoch), in an
+    order that depends only on (seed, epoch, reader): shard order shuffled per epoch with a seed every
+    process shares, then a shuffle buffer of `shuffle` raw samples. Each sample also gets its own random
+    generator from (seed, epoch, key) for the random choices made when it is decoded (clip window,
+    posterior noise), so a run can restart at any batch: `start_batches` batches already consumed per
+    process are skipped without decoding (whole epochs are skipped by counting tar headers).
+
+    Subclasses turn a raw sample (dict of member bytes + `__key__`) into a training item in `decode` (None:
+    skip that sample, e.g. an unusable segment the subclass has logged).
+    Set `log_dir` to append every yielded key to `keys-rank{r}-worker{w}.jsonl` there (split checks)."""
+
+    def __init__(self, patterns, shuffle: int = 0, repeat: bool = True, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, batch_size: int = 1, start_batches: int = 0, log_dir: str | None = None):
+        self.urls = expand_urls(patterns)
+        if not self.urls:
+            raise FileNotFoundError(f"no shards match {patterns!r}")
+        self.shuffle, self.repeat, self.seed = shuffle, repeat, seed
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
+        self.start_batches, self.log_dir = start_batches, log_dir
+        self._counts: dict[str, int] = {}
+
+    # ---------------------------------------------------------------------------------- ordering
+
+    def epoch_split(self, epoch: int, worker: int, num_workers: int) -> ReaderSplit:
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(f"shards-{self.seed}-{epoch}").shuffle(urls)  # the same on every process
+        return split_for_reader(urls, self.rank, self.world_size, worker, num_workers)
+
+    def epoch_length(self, split: ReaderSplit) -> int:
+        for u in split.urls:
+            if u not in self._counts:
+                self._counts[u] = count_samples(u)
+        total = sum(self._counts[u] for u in split.urls)
+        return total if split.stride == 1 else len(range(split.offset, total, split.stride))
+
+    def raw_epoch(self, epoch: int, split: ReaderSplit, reader: int) -> Iterator[dict]:
+        """This reader's raw samples of one epoch, in order."""
+
+        def members():
+            for u in split.urls:
+                yield from stream_tar(u)
+
+        mine = (s for i, s in enumerate(group_samples(members())) if i % split.stride == split.offset)
+        if not self.shuffle:
+            yield from mine
+            return
+        rng = random.Random(f"buffer-{self.seed}-{epoch}-{reader}")
+        buf: list[dict] = []
+        for s in mine:
+            if len(buf) < self.shuffle:
+                buf.append(s)
+                continue
+            i = rng.randrange(len(buf))
+            buf[i], s = s, buf[i]
+            yield s
+        rng.shuffle(buf)
+        yield from buf
+
+    def sample_rng(self, epoch: int, key: str) -> random.Random:
+        return random.Random(f"sample-{self.seed}-{epoch}-{key}")
+
+    def decode(self, raw: dict, rng: random.Random) -> dict:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- iteration
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        rng = random.Random(self.seed + (info.id if info else 0)) if self.shuffle else None
-        while True:
-            src = webdataset_pipeline(self.patterns, shuffle=self.shuffle) if self.shuffle else iter_segments(self.patterns)
-            n = 0
-            for s in src:
-                n += 1
-                yield clip_from_sample(s, self.spec, rng)
-            if not self.repeat or n == 0:
-                return
+        return self.iter_reader(*((info.id, info.num_workers) if info else (0, 1)))
+
+    def iter_reader(self, worker: int = 0, num_workers: int = 1) -> Iterator[dict]:
+        """The items of DataLoader worker `worker` of `num_workers` on this process. After a restart the loader
+        asks worker 0 first, but the next batch of the uninterrupted run was due from worker
+        start_batches % num_workers: each worker continues the stream of that rotated worker."""
+        stream = (worker + self.start_batches) % num_workers
+        reader = self.rank * num_workers + stream
+        skip = batches_of_worker(self.start_batches, stream, num_workers) * self.batch_size
+        log = None
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+            log = open(os.path.join(self.log_dir, f"keys-rank{self.rank}-worker{worker}.jsonl"), "a")
+        epoch = 0
+        try:
+            while True:
+                split = self.epoch_split(epoch, stream, num_workers)
+                if self.repeat or skip:
+                    n = self.epoch_length(split)
+                    if n == 0:
+                        raise ValueError(f"reader {reader} (rank {self.rank}, worker {worker}) has no samples in epoch {epoch}: "
+                                         "fewer samples than processes x DataLoader workers")
+                    if skip >= n:  # a whole epoch already consumed: skip it without reading
+                        skip, epoch = skip - n, epoch + 1
+                        continue
+                for raw in self.raw_epoch(epoch, split, reader):
+                    if skip:
+                        skip -= 1
+                        continue
+                    item = self.decode(raw, self.sample_rng(epoch, raw["__key__"]))
+                    if item is None:  # the subclass skipped an unusable sample (and said why)
+                        continue
+                    item["key"] = raw["__key__"]
+                    if log:
+                        log.write(json.dumps({"epoch": epoch, "key": raw["__key__"], "rank": self.rank, "worker": worker}) + "\n")
+                        log.flush()
+                    yield item
+                if not self.repeat:
+                    return
+                epoch += 1
+        finally:
+            if log:
+                log.close()
+
+
+class ShardClips(ShardStream):
+    """Training clips from curation shards: a random 2 s window of each segment per epoch (video [F, 3, H, W]
+    in [-1, 1], audio [N], mel [1, T, n_mels]); `random_window=False` takes the first 2 s."""
+
+    def __init__(self, patterns, spec: ClipSpec, random_window: bool = True, **kw):
+        super().__init__(patterns, **kw)
+        self.spec, self.random_window = spec, random_window
+
+    def decode(self, raw: dict, rng: random.Random) -> dict:
+        return clip_from_sample(decode_sample(raw), self.spec, rng if self.random_window else None)
 
 
 # ------------------------------------------------------------------------------------- latent shards
+
+LATENT_FORMAT = 2
+"""Version of the latent-shard layout written by `train.cache_latents` (see its docstring)."""
 
 
 def encode_latent_sample(key: str, tensors: dict[str, torch.Tensor], meta: dict) -> list[tuple[str, bytes]]:
@@ -155,38 +303,38 @@ def encode_latent_sample(key: str, tensors: dict[str, torch.Tensor], meta: dict)
     return [(f"{key}.json", json.dumps(meta, sort_keys=True).encode()), (f"{key}.safetensors", data)]
 
 
-def iter_latent_samples(patterns) -> Iterator[dict]:
+def load_latent_sample(raw: dict) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load
 
-    urls = expand_urls(patterns)
-    if not urls:
-        raise FileNotFoundError(f"no latent shards match {patterns!r}")
-    for url in urls:
-        for s in group_samples(read_tar_members(url)):
-            out = dict(load(s["safetensors"]))
-            out["key"] = s["__key__"]
-            out["meta"] = json.loads(s["json"])
-            yield out
+    meta = json.loads(raw["json"])
+    if meta.get("format") != LATENT_FORMAT:
+        raise ValueError(f"latent sample {raw['__key__']!r} was written by an older train.cache_latents "
+                         f"(format {meta.get('format', 1)}, expected {LATENT_FORMAT}): cache the shards again")
+    return load(raw["safetensors"]), meta
 
 
-class LatentClips(torch.utils.data.IterableDataset):
-    """Stream of cached latents (train.cache_latents): keys video_latents, image_latents, image_embeds,
-    audio_latents."""
+def draw_latents(t: dict[str, torch.Tensor], rng: random.Random) -> dict:
+    """One training item from a cached segment: a random 2 s clip, a fresh VAE posterior sample of its video
+    and audio (mean + std * noise, already scaled), one of its cached noise-augmented image latents."""
+    c = rng.randrange(t["video_mean"].shape[0])
+    k = rng.randrange(t["image_latents"].shape[1])
+    g = torch.Generator().manual_seed(rng.getrandbits(63))
 
-    def __init__(self, patterns, repeat: bool = True, shuffle: bool = False, seed: int = 0):
-        self.patterns, self.repeat, self.shuffle, self.seed = patterns, repeat, shuffle, seed
+    def post(name):
+        m, s = t[f"{name}_mean"][c].float(), t[f"{name}_std"][c].float()
+        return m + s * torch.randn(m.shape, generator=g)
 
-    def __iter__(self):
-        rng = random.Random(self.seed)
-        while True:
-            items = list(iter_latent_samples(self.patterns))
-            if self.shuffle:
-                rng.shuffle(items)
-            for it in items:
-                it.pop("meta")
-                yield it
-            if not self.repeat or not items:
-                return
+    return {"video_latents": post("video"), "audio_latents": post("audio"),
+            "image_latents": t["image_latents"][c, k].float(), "image_embeds": t["image_embeds"][c].float(),
+            "clip_index": c}
+
+
+class LatentClips(ShardStream):
+    """Training items from latent shards (`train.cache_latents`): video_latents [F, 4, h, w], image_latents
+    [4, h, w], image_embeds [1, D], audio_latents [8, T, M], drawn afresh each epoch (`draw_latents`)."""
+
+    def decode(self, raw: dict, rng: random.Random) -> dict:
+        return draw_latents(load_latent_sample(raw)[0], rng)
 
 
 def collate(items: list[dict]) -> dict:
@@ -197,4 +345,5 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-__all__ = ["ClipSpec", "ShardClips", "LatentClips", "make_clip", "clip_from_sample", "audioldm2_mel", "collate", "io"]
+__all__ = ["ClipSpec", "ShardStream", "ShardClips", "LatentClips", "make_clip", "clip_from_sample", "draw_latents",
+           "audioldm2_mel", "collate"]

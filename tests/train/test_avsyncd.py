@@ -567,3 +567,23 @@ def test_sample_cli_user_errors(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "--guidance" in capsys.readouterr().out
+
+
+def test_clip_stream_splits_segments_between_processes_and_workers(shard_dir):
+    """Every (process, DataLoader worker) reader of a distributed run gets disjoint segments and together they
+    read every segment once per epoch, with or without a shuffle buffer (the shared `ShardStream` split)."""
+    from train.avsyncd_data import AVSyncDClipSpec, AVSyncDClips
+
+    spec = AVSyncDClipSpec(height=16, width=16)
+    pattern = str(shard_dir / "train-*.tar")
+    everything = sorted(c["key"] for c in AVSyncDClips(pattern, spec, repeat=False))
+    assert len(everything) >= 4
+    for shuffle in (0, 3):
+        seen = []
+        for rank in range(2):
+            ds = AVSyncDClips(pattern, spec, shuffle=shuffle, repeat=False, seed=5, rank=rank, world_size=2)
+            for worker in range(2):
+                keys = [c["key"] for c in ds.iter_reader(worker, 2)]
+                assert keys, (rank, worker)
+                seen += keys
+        assert sorted(seen) == everything, shuffle

@@ -221,6 +221,21 @@ def test_train_resume_and_sample_writes_sounding_mp4(shard_dir, tiny_experts, tm
     assert n == 14 and float(vs.average_rate) == pytest.approx(7.0)
     assert adur == pytest.approx(2.0, abs=0.07)
 
+    # from a condition record cut from the test shards: the first frame comes from the shard, the sidecar names the
+    # reference segment and clip (what pipelines.evaluate pairs on); settings also from a --config file
+    from evaluation.conditions import ConditionConfig, write_conditions
+
+    recs = write_conditions(ConditionConfig(reference=str(shard_dir / "*.tar"), out=str(tmp_path / "cond")), progress=False)
+    rec = recs[0]
+    (tmp_path / "sample.yaml").write_text("steps: 1\nguidance: cfg\n")
+    mp4b = tmp_path / "gen" / "c.mp4"
+    info = sample_main(["--checkpoint", str(ck), "--condition", str(tmp_path / "cond" / rec["image"].replace(".png", ".json")),
+                        "--out", str(mp4b), "--config", str(tmp_path / "sample.yaml"), "seed=3"])
+    side = json.loads(mp4b.with_suffix(".json").read_text())
+    assert side["reference"] == rec["reference"] and side["clip_start"] == rec["clip_start"]
+    assert side["label"] == rec["label"] and side["image"].endswith(rec["image"])
+    assert side["steps"] == 1 and side["guidance"] == "cfg" and side["seed"] == 3 and side["random_weights"] is True
+
 
 @pytest.fixture(scope="module")
 def latent_dir(shard_dir, tiny_experts, tmp_path_factory):
