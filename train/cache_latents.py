@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -104,32 +106,71 @@ def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=2
     return written
 
 
+@dataclass
+class CacheConfig:
+    shards: str = ""
+    """Curated WebDataset shards (glob / brace pattern, quoted)."""
+    out: str = ""
+    """Output folder for latents-NNNNNN.tar."""
+    video_model: str = ""
+    """SVD img2vid in diffusers format (hub id or path)."""
+    audio_model: str = ""
+    """AudioLDM2 in diffusers format (hub id or path)."""
+    height: int = 256
+    """Frame height in pixels (the paper: 256)."""
+    width: int = 256
+    """Frame width in pixels (the paper: 256)."""
+    stride: float = 0.5
+    """Seconds between cached clip starts (project's choice; training draws one of them per visit)."""
+    noise_draws: int = 4
+    """Noise-augmented image latents cached per clip (project's choice)."""
+    noise_aug: float = 0.02
+    """SVD noise augmentation of the image."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    """Stored tensor type."""
+    seed: int = 0
+    """Seed of the noise-augmentation draws."""
+    device: str = "auto"
+    """Device for the encoders (auto: cuda when available, else cpu)."""
+
+
 def main(argv=None) -> list[str]:
+    from common.cli import UsageError, add_config_arguments, output_dir, resolve_files, settings_help, setup_logging
+    from common.config import load
+
     p = argparse.ArgumentParser(prog="python -m train.cache_latents", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shards", required=True, help="curated WebDataset shards (glob / brace pattern)")
-    p.add_argument("--out", required=True, help="output folder for latents-NNNNNN.tar")
-    p.add_argument("--video-model", required=True, help="SVD img2vid in diffusers format (hub id or path)")
-    p.add_argument("--audio-model", required=True, help="AudioLDM2 in diffusers format (hub id or path)")
-    p.add_argument("--height", type=int, default=256, help="frame height in pixels (default: 256)")
-    p.add_argument("--width", type=int, default=256, help="frame width in pixels (default: 256)")
-    p.add_argument("--stride", type=float, default=0.5, help="seconds between cached clip starts (default: 0.5)")
-    p.add_argument("--noise-draws", type=int, default=4,
-                   help="noise-augmented image latents cached per clip (default: 4)")
-    p.add_argument("--noise-aug", type=float, default=0.02, help="SVD noise augmentation of the image (default: 0.02)")
-    p.add_argument("--dtype", default="float16", choices=list(DTYPES), help="stored tensor type (default: float16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise-augmentation draws (default: 0)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device for the encoders")
+    p.add_argument("--shards", help="curated WebDataset shards (glob / brace pattern)")
+    p.add_argument("--out", help="output folder for latents-NNNNNN.tar")
+    p.add_argument("--video-model", help="SVD img2vid in diffusers format (hub id or path)")
+    p.add_argument("--audio-model", help="AudioLDM2 in diffusers format (hub id or path)")
+    p.add_argument("--height", type=int, help="frame height in pixels (default: 256)")
+    p.add_argument("--width", type=int, help="frame width in pixels (default: 256)")
+    p.add_argument("--stride", type=float, help="seconds between cached clip starts (default: 0.5)")
+    p.add_argument("--noise-draws", type=int, help="noise-augmented image latents cached per clip (default: 4)")
+    p.add_argument("--noise-aug", type=float, help="SVD noise augmentation of the image (default: 0.02)")
+    p.add_argument("--dtype", choices=list(DTYPES), help="stored tensor type (default: float16)")
+    p.add_argument("--seed", type=int, help="seed of the noise-augmentation draws (default: 0)")
+    p.add_argument("--device", help="device for the encoders (default: cuda when available, else cpu)")
+    add_config_arguments(p, example="stride=1.0 noise_draws=2")
     a = p.parse_args(argv)
-    from common.cli import UsageError, output_dir, resolve_files, setup_logging
-
+    if a.help_config:
+        print(settings_help(CacheConfig))
+        raise SystemExit(0)
+    cfg = load(CacheConfig, a.config, a.overrides, explicit={f: getattr(a, f) for f in (
+        "shards", "out", "video_model", "audio_model", "height", "width", "stride", "noise_draws", "noise_aug", "dtype",
+        "seed", "device")})
     setup_logging()
-    resolve_files(a.shards, what="shards")
-    output_dir(a.out, what="--out")
-    if a.stride <= 0 or a.noise_draws < 1:
+    for name in ("shards", "out", "video_model", "audio_model"):
+        if not getattr(cfg, name):
+            raise UsageError(f"--{name.replace('_', '-')} is required")
+    resolve_files(cfg.shards, what="shards")
+    output_dir(cfg.out, what="--out")
+    if cfg.stride <= 0 or cfg.noise_draws < 1:
         raise UsageError("--stride must be > 0 and --noise-draws >= 1")
-    return cache_latents(a.shards, a.out, a.video_model, a.audio_model, a.height, a.width, a.stride, a.noise_draws,
-                         a.noise_aug, a.dtype, a.seed, a.device)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    return cache_latents(cfg.shards, cfg.out, cfg.video_model, cfg.audio_model, cfg.height, cfg.width, cfg.stride,
+                         cfg.noise_draws, cfg.noise_aug, cfg.dtype, cfg.seed, device)
 
 
 def cli(argv=None) -> int:

@@ -172,3 +172,22 @@ def test_cache_latents_cli_errors(tmp_path, capsys):
     assert cli(["--shards", str(tmp_path / "*.tar"), "--stride", "0", *args]) == 2
     assert capsys.readouterr().err.strip() == "error: --stride must be > 0 and --noise-draws >= 1"
     assert not (tmp_path / "lat").exists()
+
+
+def test_cache_latents_takes_a_config_file_and_overrides(tmp_path, capsys):
+    """The shared config mechanism: --config file, key=value overrides (checked by type and name), --help-config."""
+    from train.cache_latents import cli
+
+    key_shards(tmp_path, [1])
+    (tmp_path / "cache.yaml").write_text(f"shards: '{tmp_path / '*.tar'}'\nout: {tmp_path / 'lat'}\nvideo_model: v\naudio_model: a\n")
+    assert cli(["--config", str(tmp_path / "cache.yaml"), "stride=0"]) == 2  # the override reaches the check
+    assert capsys.readouterr().err.strip() == "error: --stride must be > 0 and --noise-draws >= 1"
+    assert cli(["--config", str(tmp_path / "cache.yaml"), "strde=1"]) == 2
+    assert "did you mean 'stride'" in capsys.readouterr().err
+    assert cli(["--config", str(tmp_path / "cache.yaml"), "noise_draws=many"]) == 2
+    assert "noise_draws" in capsys.readouterr().err
+    assert cli(["--shards", str(tmp_path / "*.tar"), "--out", str(tmp_path / "lat")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --video-model is required"
+    with pytest.raises(SystemExit) as e:
+        cli(["--help-config"])
+    assert e.value.code == 0 and "noise_draws" in capsys.readouterr().out
