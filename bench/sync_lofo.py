@@ -63,9 +63,8 @@ def main(argv=None) -> int:
         run = out / held
         t0 = time.time()
         extra = [f"real_media={args.real_media}"] if args.real_media else []
-        if args.init_from:
-            extra += ["--init-from", args.init_from]
-        rc = train_main(["--preset", "small", "--out", str(run), "--no-progress", f"families=[{', '.join(others)}]",
+        init = ["--init-from", args.init_from] if args.init_from else []  # options before the key=value positionals
+        rc = train_main(["--preset", "small", "--out", str(run), "--no-progress", *init, f"families=[{', '.join(others)}]",
                          f"max_minutes={args.minutes}", *extra, *args.overrides])
         if rc != 0:
             return rc

@@ -26,6 +26,7 @@ def test_shipped_checkpoint_reproduces_its_reported_accuracy(tmp_path):
     args = [a for a in args if a not in ("-m", "sync_classifier.evaluate")]
     i = args.index("--json")
     args[i + 1] = str(out)
+    args[args.index("--checkpoint") + 1] = str(CKPT)  # the recorded path is relative to the repository root
     assert evaluate_main(args) == 0
     got = json.loads(out.read_text())
     assert got["families"].keys() == recorded["families"].keys()
