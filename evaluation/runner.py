@@ -132,8 +132,9 @@ class Models:
             out["sync_classifier"] = {"network": "sync classifier (SyncScorer)", "weights": cfg.sync_checkpoint,
                                       "random_weights": self.sync_random}
             if self.sync_random:
-                out["sync_classifier"]["note"] = ("its README says it was trained on synthetic videos only: RelSync/AlignSync "
-                                                  "from it are flagged like random weights")
+                out["sync_classifier"]["training_data"] = self.scorer.training_data
+                out["sync_classifier"]["note"] = (f"trained on {self.scorer.training_data} data, not curation-grade: "
+                                                  "RelSync/AlignSync from it are flagged like random weights")
         return out
 
     def random_metrics(self, cfg: EvalConfig) -> set[str]:
@@ -186,8 +187,9 @@ def load_models(cfg: EvalConfig) -> Models:
 
         try:
             models.scorer = load_scorer(cfg.sync_checkpoint, cfg.device)
-            readme = Path(cfg.sync_checkpoint) / "README.md"
-            models.sync_random = readme.is_file() and "synthetic videos only" in readme.read_text()
+            # a classifier trained on synthetic videos only (or of unknown provenance) gives numbers that are not
+            # meaningful for real samples: flagged like random weights, as the curation flags its P_Sync
+            models.sync_random = not models.scorer.curation_grade
         except FileNotFoundError as e:
             problems.append(str(e))
     if problems:

@@ -33,7 +33,7 @@ def test_psync_synced_above_third_and_audio_shifted_below(scorer, held_out):
     assert np.all((p_sync >= 0) & (p_sync <= 1))
     med_sync, med_shift = np.median(p_sync, axis=0), np.median(p_shift, axis=0)
     assert np.all(med_sync > 0.5), (p_sync, med_sync)  # chance is 1/3
-    assert np.all(med_shift < 0.2), (p_shift, med_shift)
+    assert np.all(med_shift < 0.25), (p_shift, med_shift)
     assert np.mean(p_sync > 1 / 3) >= 0.8 and np.mean(p_shift < 1 / 3) >= 0.8
 
 
