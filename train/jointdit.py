@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import re

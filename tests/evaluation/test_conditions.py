@@ -10,8 +10,7 @@ import pytest
 
 
 def test_conditions_follow_the_protocol_and_match_the_reference_clip(eval_data, tmp_path, capsys):
-    from curate.media import decode_video
-    from evaluation.protocols import PROTOCOLS, clip_starts, cut
+    from evaluation.protocols import cut
     from evaluation.samples import iter_reference_segments, load_image
     from pipelines.conditions import main
 

@@ -67,3 +67,17 @@ def randomize_joint(model, std: float = 0.05, seed: int = 0):
         for p in list(model.joint_blocks.parameters()) + list(model.audio_image_proj.parameters()):
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def write_png(path, value: int = 128, size: int = 16) -> None:
+    """A flat grey `size` x `size` RGB png (the samplers' first-frame input)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="image2") as c:
+        s = c.add_stream("png", rate=1)
+        s.width, s.height, s.pix_fmt = size, size, "rgb24"
+        for p in s.encode(av.VideoFrame.from_ndarray(np.full((size, size, 3), value, np.uint8), format="rgb24")):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tests.train.conftest import randomize_joint
+from tests.train.conftest import randomize_joint, write_png
 from train.diffusion import (Condition, DiffusionConfig, JointDiffusion, adjust_unified, adjusted_timesteps,
                              ddpm_timestep, edm_log_sigma)
 from train.models.jointdit import CrossModalPE, JointDiT, VanillaJointAttention, joint_token_counts
@@ -335,8 +335,6 @@ def test_options_travel_from_training_to_the_checkpoint_and_the_sampler(latent_d
     """One training step with CMC-PE, vanilla attention, gamma 1.5 and independent timesteps; the checkpoint
     reloads with them and the sampler uses the stored gamma (or its own); a model without Joint blocks
     refuses JointCFG in the sampler."""
-    import av
-    import numpy as np
 
     from train.jointdit import load_checkpoint, main as train_main
     from train.sample_jointdit import cli as sample_cli, main as sample_main
@@ -356,13 +354,7 @@ def test_options_travel_from_training_to_the_checkpoint_and_the_sampler(latent_d
     assert state["train_config"]["timestep_gamma"] == 1.5 and state["train_config"]["independent_timesteps"]
 
     img = tmp_path / "first.png"
-    with av.open(str(img), "w", format="image2") as c:
-        s = c.add_stream("png", rate=1)
-        s.width, s.height, s.pix_fmt = 16, 16, "rgb24"
-        for p in s.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 90, np.uint8), format="rgb24")):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_png(img, 90)
     base = ["--checkpoint", str(ck), "--image", str(img), "--steps", "1", "--device", "cpu"]
     assert sample_main(base + ["--out", str(tmp_path / "a.mp4")])["timestep_gamma"] == 1.5
     assert sample_main(base + ["--out", str(tmp_path / "b.mp4"), "--timestep-gamma", "1"])["timestep_gamma"] == 1.0

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.train.conftest import write_png
 from train.jointdit import main as train_main
 
 
@@ -79,8 +80,6 @@ def test_cosine_and_linear_schedules_decay_to_zero():
 
 
 def test_sampler_uses_ema_and_the_training_diffusion_config(runs, tmp_path, monkeypatch):
-    import av
-
     from train.diffusion import JointDiffusion
     from train.jointdit import load_checkpoint
     from train.sample_jointdit import main as sample_main
@@ -94,13 +93,7 @@ def test_sampler_uses_ema_and_the_training_diffusion_config(runs, tmp_path, monk
     assert all(torch.equal(sd[k], ema[k]) for k in ema)
 
     img = tmp_path / "first.png"
-    with av.open(str(img), "w", format="image2") as c:
-        s = c.add_stream("png", rate=1)
-        s.width, s.height, s.pix_fmt = 16, 16, "rgb24"
-        for p in s.encode(av.VideoFrame.from_ndarray(np.full((16, 16, 3), 90, np.uint8), format="rgb24")):
-            c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_png(img, 90)
     used = []
     orig = JointDiffusion.sample
 
