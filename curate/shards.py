@@ -59,9 +59,17 @@ def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> 
     os.replace(tmp, path)
 
 
+def stream_tar_members(path: str | Path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) members of a tar, read sequentially (never the whole shard in memory)."""
+    with tarfile.open(path, "r|*") as tar:
+        for m in tar:
+            if m.isfile():
+                yield m.name, tar.extractfile(m).read()
+
+
 def read_tar_members(path: str | Path) -> list[tuple[str, bytes]]:
-    with tarfile.open(path, "r") as tar:
-        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    """Every (name, bytes) member of a tar, as a list."""
+    return list(stream_tar_members(path))
 
 
 def group_samples(members: Iterable[tuple[str, bytes]]) -> Iterator[dict[str, bytes]]:
@@ -124,7 +132,7 @@ def iter_segments(patterns: str | Iterable[str], decode: DecodeConfig | None = N
     if not urls:
         raise FileNotFoundError(f"no shards match {patterns!r}")
     for url in urls:
-        for sample in group_samples(read_tar_members(url)):
+        for sample in group_samples(stream_tar_members(url)):
             yield decode_sample(sample, decode)
 
 

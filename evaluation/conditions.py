@@ -13,13 +13,10 @@ Samplers given `--condition <key>-<i>.json` (or `condition=`) copy `reference`, 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger("evaluation.conditions")
 
 
 @dataclass
@@ -37,8 +34,7 @@ class ConditionConfig:
 
 
 def write_conditions(cfg: ConditionConfig, progress: bool = True) -> list[dict]:
-    """Write the condition files; returns their records. Undecodable segments are skipped with a warning
-    (and counted in the returned records as `error`)."""
+    """Write the condition files; returns their records (one per protocol clip, in shard order)."""
     import cv2
     import soundfile as sf
     from tqdm import tqdm

@@ -77,10 +77,10 @@ def load_image(path: str | Path) -> np.ndarray:
 
 def iter_reference_segments(shards: list[str], decode_cfg=None):
     """(key, DecodedVideo, meta) of every reference segment, decoded one at a time."""
-    from curate.shards import group_samples, read_tar_members, decode_sample
+    from curate.shards import decode_sample, group_samples, stream_tar_members
 
     for url in shards:
-        for raw in group_samples(read_tar_members(url)):
+        for raw in group_samples(stream_tar_members(url)):
             s = decode_sample(raw, decode_cfg)
             yield s.key, s.video, s.meta
 

@@ -72,8 +72,8 @@ def encode_segment(frozen, video, spec, stride: float = 0.5, noise_draws: int = 
 
 def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=256, stride=0.5, noise_draws=4,
                   noise_aug=0.02, dtype="float16", seed=0, device="cpu") -> list[str]:
-    from curate.shards import decode_sample, expand_urls, group_samples, write_tar_atomic
-    from train.data import LATENT_FORMAT, ClipSpec, encode_latent_sample, stream_tar
+    from curate.shards import decode_sample, expand_urls, group_samples, stream_tar_members, write_tar_atomic
+    from train.data import LATENT_FORMAT, ClipSpec, encode_latent_sample
     from train.experts import is_random, load_experts
     from train.jointdit import place_frozen
 
@@ -92,7 +92,7 @@ def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=2
             written.append(str(dst))
             continue
         members, n_clips = [], 0
-        for raw in group_samples(stream_tar(url)):
+        for raw in group_samples(stream_tar_members(url)):
             s = decode_sample(raw)
             t, starts = encode_segment(frozen, s.video, spec, stride, noise_draws, noise_aug, g, device)
             meta = {"format": LATENT_FORMAT, "source": url, "random_weights": random_weights, "starts": starts,
@@ -168,7 +168,9 @@ def main(argv=None) -> list[str]:
     output_dir(cfg.out, what="--out")
     if cfg.stride <= 0 or cfg.noise_draws < 1:
         raise UsageError("--stride must be > 0 and --noise-draws >= 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    from curate.models import resolve_device
+
+    device = resolve_device(cfg.device)
     return cache_latents(cfg.shards, cfg.out, cfg.video_model, cfg.audio_model, cfg.height, cfg.width, cfg.stride,
                          cfg.noise_draws, cfg.noise_aug, cfg.dtype, cfg.seed, device)
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from curate.media import DecodedVideo
-from curate.shards import ReaderSplit, SegmentSample, decode_sample, expand_urls, group_samples, split_for_reader
+from curate.shards import (ReaderSplit, SegmentSample, decode_sample, expand_urls, group_samples, split_for_reader,
+                           stream_tar_members)
 
 
 @dataclass
@@ -127,14 +128,6 @@ def clip_from_sample(sample: SegmentSample, spec: ClipSpec, rng: random.Random |
 # ------------------------------------------------------------------------- the distributed sample stream
 
 
-def stream_tar(url: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) members of a tar, read sequentially (never the whole shard in memory)."""
-    with tarfile.open(url, "r|*") as tar:
-        for m in tar:
-            if m.isfile():
-                yield m.name, tar.extractfile(m).read()
-
-
 def count_samples(url: str) -> int:
     """Samples in a shard from the tar headers alone (no member data is read)."""
     with tarfile.open(url, "r") as tar:
@@ -205,7 +198,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
         def members():
             for u in split.urls:
-                yield from stream_tar(u)
+                yield from stream_tar_members(u)
 
         mine = (s for i, s in enumerate(group_samples(members())) if i % split.stride == split.offset)
         if not self.shuffle:

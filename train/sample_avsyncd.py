@@ -109,7 +109,9 @@ def generate(cfg: SampleConfig) -> dict:
     except Exception as e:  # unreadable media is the user's input problem
         raise cli.UsageError(f"cannot read inputs: {type(e).__name__}: {e}") from None
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    from curate.models import resolve_device
+
+    device = resolve_device(cfg.device)
     parts = load_components(sd, imagebind, str(unet_dir),
                             imagebind_preset="tiny" if meta.get("preset") == "tiny" else "huge")
     random_weights = bool(parts.random_weights or meta.get("random_weights", False))

@@ -96,6 +96,10 @@ class SampleConfig:
     device: str = "auto"
     """torch device (auto: cuda when available, else cpu)."""
 
+    def __post_init__(self):  # checked when the settings are read, before any model is loaded
+        if self.timestep_gamma is not None and not self.timestep_gamma > 0:
+            raise ValueError(f"timestep_gamma must be > 0, got {self.timestep_gamma}")
+
 
 FLAGS = ("checkpoint", "condition", "image", "out", "guidance", "scale", "steps", "seed", "motion_bucket_id",
          "timestep_gamma", "weights", "device")
@@ -145,7 +149,9 @@ def main(argv=None) -> dict:
     if not cfg.out:
         raise UsageError("--out is required")
     output_file(cfg.out, "--out")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    from curate.models import resolve_device
+
+    device = resolve_device(cfg.device)
 
     from curate.media import encode_mp4
     from train.data import ClipSpec
@@ -162,8 +168,6 @@ def main(argv=None) -> dict:
         raise UsageError(f"--guidance {cfg.guidance} needs Joint blocks; this checkpoint has none: use cfg")
     diffusion = checkpoint_diffusion(state)
     if cfg.timestep_gamma is not None:
-        if not cfg.timestep_gamma > 0:
-            raise UsageError(f"--timestep-gamma must be > 0, got {cfg.timestep_gamma}")
         diffusion = dataclasses.replace(diffusion, timestep_gamma=cfg.timestep_gamma)
     motion = tc.get("motion_bucket_id", 127) if cfg.motion_bucket_id is None else cfg.motion_bucket_id
     model.to(device)
