@@ -52,8 +52,11 @@ class VideoEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.video_channels
+        if cfg.video_input not in ("rgb", "rgb_diff"):
+            raise ValueError(f"unknown video_input {cfg.video_input!r} (rgb, rgb_diff)")
+        self.with_diff = cfg.video_input == "rgb_diff"
         self.conv1 = nn.Sequential(
-            nn.Conv3d(3, c[0], (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.Conv3d(6 if self.with_diff else 3, c[0], (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
             nn.BatchNorm3d(c[0]),
             nn.ReLU(inplace=True),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
@@ -76,6 +79,8 @@ class VideoEncoder(nn.Module):
         self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
 
     def features(self, x) -> list[torch.Tensor]:
+        if self.with_diff:
+            x = torch.cat([x, F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 0, 0, 0, 1, 0))], dim=1)
         outs = [self.conv1(x)]
         for stage in (self.conv2x, self.conv3x, self.conv4x, self.conv5x):
             outs.append(stage(outs[-1]))

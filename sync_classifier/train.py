@@ -55,8 +55,15 @@ class PairScores(nn.Module):
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up over cfg.warmup_steps, then constant (the authors' constant_with_warmup)."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+    """Linear warm-up over cfg.warmup_steps, then constant (the authors' constant_with_warmup) or a
+    half-cosine decay reaching 0 at cfg.steps (lr_schedule="cosine")."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup_steps)
+        done = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * done))
+    return cfg.lr
 
 
 def train_step(model: SyncClassifier | PairScores, batch: dict, opt: torch.optim.Optimizer, cfg: TrainConfig,

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sync_classifier.config import paper, small
@@ -92,6 +93,29 @@ def test_save_load_round_trip(tmp_path, tiny_cfg, tiny_model):
     loaded = SyncClassifier.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == tiny_model.config
     assert torch.allclose(loaded(mel, vid), ref, atol=1e-6)
+
+
+def test_rgb_diff_input_adds_the_frame_difference(tiny_cfg):
+    cfg = tiny_cfg.model
+    cfg.video_input = "rgb_diff"
+    enc = SyncClassifier(cfg).video_encoder.eval()
+    assert enc.conv1[0].weight.shape[1] == 6
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 32, 32)
+    diff = torch.zeros_like(x)
+    diff[:, :, 1:] = x[:, :, 1:] - x[:, :, :-1]
+    expected = enc.conv1(torch.cat([x, diff], dim=1))
+    assert torch.allclose(enc.features(x)[0], expected, atol=1e-5)
+    # a still video has zero difference channels: the stem's weights on them do not matter
+    still = x[:, :, :1].expand(-1, -1, 12, -1, -1).contiguous()
+    before = enc.features(still)[0]
+    with torch.no_grad():
+        enc.conv1[0].weight[:, 3:].normal_()
+    assert torch.allclose(enc.features(still)[0], before, atol=1e-5)
+    assert not torch.allclose(enc.features(x)[0], expected, atol=1e-3)  # a moving one's do
+    cfg.video_input = "flow"
+    with pytest.raises(ValueError, match="video_input"):
+        SyncClassifier(cfg)
 
 
 def test_small_preset_is_cpu_sized():

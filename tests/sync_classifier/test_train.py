@@ -50,6 +50,17 @@ def test_stage1_then_stage2_with_warmup_and_clipping(tmp_path):
     assert lr_at(cfg, 0) == pytest.approx(cfg.lr / 4) and lr_at(cfg, 10) == cfg.lr
 
 
+def test_cosine_schedule_decays_to_zero_after_the_warmup():
+    cfg = tiny()
+    cfg.lr, cfg.steps, cfg.warmup_steps, cfg.lr_schedule = 1e-3, 104, 4, "cosine"
+    assert lr_at(cfg, 1) == pytest.approx(0.5e-3)  # warm-up unchanged
+    assert lr_at(cfg, 4) == pytest.approx(1e-3)  # decay starts at the full rate
+    assert lr_at(cfg, 54) == pytest.approx(0.5e-3)  # half way through the 100 decay steps
+    assert lr_at(cfg, 104) == pytest.approx(0.0, abs=1e-12) and lr_at(cfg, 200) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_at(cfg, s) for s in range(4, 105)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
 def test_train_cli_on_shards_with_config_file(tmp_path):
     samples = []
     for s in range(2):
