@@ -19,7 +19,7 @@ from curate.media import DecodedVideo
 from curate.shards import SegmentSample, decode_sample
 from sync_classifier.audio import log_mel
 from sync_classifier.config import ClipSpec as MelSpec
-from train.data import ShardStream, collate, resize_center_crop
+from train.data import ShardStream, collate, resize_center_crop, window_start
 
 
 @dataclass
@@ -85,8 +85,7 @@ def label_of(meta: dict) -> str:
 def clip_from_sample(sample: SegmentSample, spec: AVSyncDClipSpec, rng: random.Random | None = None,
                      hflip: bool = False) -> dict:
     """Random 2 s window (and flip) in training (rng given), the first 2 s otherwise."""
-    dur = sample.video.duration
-    start = rng.uniform(0.0, max(0.0, dur - spec.duration)) if rng is not None else 0.0
+    start = window_start(sample.video.duration, spec.duration, rng)
     flip = bool(hflip and rng is not None and rng.random() < 0.5)
     clip = make_clip(sample.video, spec, start, flip)
     clip["key"], clip["label"] = sample.key, label_of(sample.meta)

@@ -116,11 +116,15 @@ def make_clip(video: DecodedVideo, spec: ClipSpec, start: float = 0.0) -> dict:
     return {"video": fr, "audio": wav, "mel": audioldm2_mel(wav, spec).unsqueeze(0)}
 
 
+def window_start(duration: float, window: float, rng: random.Random | None = None) -> float:
+    """Start of a `window`-second clip in a `duration`-second segment: uniform over the segment in training
+    (rng given), 0 otherwise (and 0 when the segment is shorter than the window)."""
+    return rng.uniform(0.0, max(0.0, duration - window)) if rng is not None else 0.0
+
+
 def clip_from_sample(sample: SegmentSample, spec: ClipSpec, rng: random.Random | None = None) -> dict:
     """Random 2 s window in training (rng given), the first 2 s otherwise."""
-    dur = sample.video.duration
-    start = rng.uniform(0.0, max(0.0, dur - spec.duration)) if rng is not None else 0.0
-    clip = make_clip(sample.video, spec, start)
+    clip = make_clip(sample.video, spec, window_start(sample.video.duration, spec.duration, rng))
     clip["key"] = sample.key
     return clip
 
