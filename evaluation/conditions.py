@@ -8,6 +8,7 @@ For every reference segment and every clip the protocol takes from it (`avsync15
   `audio`, `label`, `protocol`, `samples` (generated samples the protocol expects per image).
 Samplers given `--condition <key>-<i>.json` (or `condition=`) copy `reference`, `clip_start`, `image` and
 `label` into their output sidecar, so `pipelines.evaluate` pairs each sample with its ground truth.
+Segments that cannot be decoded are skipped and listed with their error in `failed_segments.jsonl`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+FAILED_NAME = "failed_segments.jsonl"
+"""Written into the output folder (one JSON object per line, not `.json`, so that globbing the condition records
+does not pick it up): the reference segments (or shards) that could not be decoded, with the error."""
 
 
 @dataclass
@@ -53,9 +58,9 @@ def write_conditions(cfg: ConditionConfig, progress: bool = True) -> list[dict]:
     samples = protocol.samples_per_reference.get(cfg.dataset, 1)
     rng = np.random.default_rng(cfg.seed)
     decode = DecodeConfig(short_side=0, max_fps=1000.0, audio_rate=16000)
-    records = []
+    records, failed = [], []
     bar = tqdm(desc="conditions", unit="segment", disable=not progress)
-    for key, video, meta in iter_reference_segments(shards, decode):
+    for key, video, meta in iter_reference_segments(shards, decode, failed):
         for i, start in enumerate(clip_starts(video.duration, protocol, rng)):
             frames, audio, _ = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
             name = f"{key}-{i}"
@@ -69,6 +74,7 @@ def write_conditions(cfg: ConditionConfig, progress: bool = True) -> list[dict]:
             records.append(rec)
         bar.update(1)
     bar.close()
+    (out / FAILED_NAME).write_text("".join(json.dumps(f) + "\n" for f in failed))
     return records
 
 

@@ -287,7 +287,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         ref_rows.append({"key": key, "start": start, **_scalars(rec)})
         bar.update(1)
 
-    for key, video, meta in iter_reference_segments(shards, decode):
+    ref_failed: list[dict] = []
+    for key, video, meta in iter_reference_segments(shards, decode, ref_failed):
         n_ref_videos += 1
         label = meta.get("label")
         for start in clip_starts(video.duration, protocol, rng):
@@ -304,8 +305,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     ref_batch.flush()
     pair_batch.flush()
     bar.close()
+    bad_refs = {f["key"]: f["error"] for f in ref_failed}
+    for f in ref_failed:
+        warnings.append(f"reference {f['key'] or 'shard'} in {f['shard']} could not be decoded ({f['error']}); skipped")
     for key in wanted:
-        warnings.append(f"reference {key!r} named by sidecars is not in the reference shards")
+        if key not in bad_refs:
+            warnings.append(f"reference {key!r} named by sidecars is not in the reference shards")
 
     # ---- generated samples
     rows, gen_coll, per_ref_counts = [], Collected(), {}

@@ -75,14 +75,36 @@ def load_image(path: str | Path) -> np.ndarray:
         return next(c.decode(video=0)).to_ndarray(format="rgb24")
 
 
-def iter_reference_segments(shards: list[str], decode_cfg=None):
-    """(key, DecodedVideo, meta) of every reference segment, decoded one at a time."""
+def iter_reference_segments(shards: list[str], decode_cfg=None, failed: list[dict] | None = None):
+    """(key, DecodedVideo, meta) of every reference segment, decoded one at a time.
+
+    A segment that cannot be decoded (corrupt or truncated media, a missing member, unreadable metadata) or a
+    shard that cannot be read to its end is skipped with a warning and appended to `failed` as
+    {"shard", "key", "error"} (key None for a shard-level failure); the other segments go on."""
+    import logging
+    import tarfile
+
     from curate.shards import decode_sample, group_samples, stream_tar_members
 
+    log = logging.getLogger(__name__)
+
+    def fail(url, key, err):
+        rec = {"shard": str(url), "key": key, "error": f"{type(err).__name__}: {err}"}
+        log.warning("reference %s in %s skipped: %s", key or "shard", url, rec["error"])
+        if failed is not None:
+            failed.append(rec)
+
     for url in shards:
-        for raw in group_samples(stream_tar_members(url)):
-            s = decode_sample(raw, decode_cfg)
-            yield s.key, s.video, s.meta
+        try:
+            for raw in group_samples(stream_tar_members(url)):
+                try:
+                    s = decode_sample(raw, decode_cfg)
+                except Exception as e:  # one bad segment never stops the run; it is recorded
+                    fail(url, raw.get("__key__"), e)
+                    continue
+                yield s.key, s.video, s.meta
+        except (tarfile.TarError, OSError, EOFError) as e:
+            fail(url, None, e)
 
 
 __all__ = ["SIDECAR_FIELDS", "GeneratedItem", "discover_generated", "load_image", "iter_reference_segments"]

@@ -64,3 +64,32 @@ def test_conditions_user_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "--protocol" in capsys.readouterr().out
+
+
+def test_an_undecodable_reference_segment_is_recorded_and_the_rest_go_on(eval_data, tmp_path, capsys):
+    """A corrupt segment inside a good shard and a truncated shard: both on record in failed_segments.jsonl, every other
+    segment still gets its conditions; the evaluation's reader reports the same failures."""
+    import json as _json
+
+    from curate.shards import read_tar_members, write_tar_atomic
+    from evaluation.samples import iter_reference_segments
+    from pipelines.conditions import main
+
+    members = read_tar_members(str(eval_data / "test-000000.tar"))
+    bad = [(n.replace("seg1.", "segbad."), b"garbage" if n.endswith(".mp4") else d) for n, d in members if n.startswith("seg1.")]
+    mixed = tmp_path / "ref-000000.tar"
+    write_tar_atomic(mixed, [m for m in members if m[0].startswith("seg0.")] + bad + [m for m in members if m[0].startswith("seg2.")])
+    whole = (eval_data / "test-000000.tar").read_bytes()
+    (tmp_path / "ref-000001.tar").write_bytes(whole[: len(whole) // 2 + 100])  # cut inside a member
+    out = tmp_path / "cond"
+    assert main(["--reference", str(tmp_path / "ref-*.tar"), "--protocol", "avsync15", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    failed = [_json.loads(line) for line in (out / "failed_segments.jsonl").read_text().splitlines()]
+    assert {f["key"] for f in failed if f["shard"].endswith("ref-000000.tar")} == {"segbad"}
+    assert any(f["shard"].endswith("ref-000001.tar") for f in failed)
+    assert all(f["error"] for f in failed) and f"{len(failed)} failed to decode" in printed
+    made = {p.stem.rsplit("-", 1)[0] for p in out.glob("*.png")}
+    assert {"seg0", "seg2"} <= made and "segbad" not in made
+    seen = []
+    keys = [k for k, _, _ in iter_reference_segments(sorted(str(p) for p in tmp_path.glob("ref-*.tar")), failed=seen)]
+    assert keys[:2] == ["seg0", "seg2"] and seen == failed

@@ -102,3 +102,21 @@ def test_avsync15_protocol_scores_frames_2_to_12_of_three_clips_per_video(eval_d
     assert m["metrics"]["fid"]["n_generated"] == 4 * 11 and m["metrics"]["fid"]["n_reference"] == 9 * 11
     assert m["protocol"]["size"] == [256, 256] and m["protocol"]["fps"] == 6.0
     assert any("do not have 3 generated samples each" in w for w in m["warnings"])  # one sample per video here
+
+
+def test_an_undecodable_reference_segment_is_a_warning_not_the_end(eval_data, tmp_path):
+    """seg1's video replaced by garbage: the evaluation scores the other references and says which one failed."""
+    from curate.shards import read_tar_members, write_tar_atomic
+
+    members = read_tar_members(str(eval_data / "test-000000.tar"))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    write_tar_atomic(ref / "test-000000.tar", [(n, b"garbage" if n == "seg1.mp4" else d) for n, d in members])
+    rc = main(["--generated", str(eval_data / "gen"), "--reference", str(ref / "test-*.tar"), "--protocol", "avsync15",
+               "--metrics", "fid", "--out", str(tmp_path / "out"), "--no-progress", "--allow-random-weights",
+               "inception.preset=tiny"])
+    assert rc == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["counts"]["reference_clips"] == 6  # head, centre, tail of the 2 readable videos
+    assert any("reference seg1 in" in w and "could not be decoded" in w for w in m["warnings"])
+    assert not any("'seg1' named by sidecars is not in the reference shards" in w for w in m["warnings"])
