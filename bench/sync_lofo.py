@@ -75,7 +75,7 @@ def run_family(held: str, args, out: Path) -> dict:
     row = {"steps": steps, "train_families": others, "minutes": args.minutes, "wall_s": round(time.time() - t0),
            "init_from": args.init_from or None, "overrides": list(args.overrides), "eval": ev}
     (run / ROW).write_text(json.dumps(row, indent=2) + "\n")
-    print(f"held out {held}: {steps} steps; on {held} ({n} videos): asva a2v {100 * ev[held]['asva']['acc_a2v']:.0f} % "
+    print(f"held out {held}: {steps} steps; on {held} ({ev[held]['videos']} videos): asva a2v {100 * ev[held]['asva']['acc_a2v']:.0f} % "
           f"v2a {100 * ev[held]['asva']['acc_v2a']:.0f} %", flush=True)
     return row
 
