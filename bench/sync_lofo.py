@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         procs: list[subprocess.Popen] = []
         for held in todo:
             while sum(q.poll() is None for q in procs) >= args.jobs:
-                _wait_any([q for q in procs if q.poll() is None])
+                time.sleep(1.0)
             procs.append(subprocess.Popen([sys.executable, __file__, *_child_args(base, held)]))
         failed = [q.args for q in procs if q.wait() != 0]
         if failed:
@@ -129,13 +129,6 @@ def main(argv=None) -> int:
     print("\n".join(md))
     print(f"saved {out / 'lofo.json'} and {out / 'lofo.md'}")
     return 0
-
-
-def _wait_any(procs: list[subprocess.Popen]) -> bool:
-    """Block until one of procs ends (polling once a second); True when one has."""
-    while all(q.poll() is None for q in procs):
-        time.sleep(1.0)
-    return True
 
 
 def _child_args(argv: list[str], held: str) -> list[str]:

@@ -38,8 +38,9 @@ class ConditionConfig:
     """Seed of the random clip choice (the `jointdit` protocol); the same seed as pipelines.evaluate picks the same clips."""
 
 
-def write_conditions(cfg: ConditionConfig, progress: bool = True) -> list[dict]:
-    """Write the condition files; returns their records (one per protocol clip, in shard order)."""
+def write_conditions(cfg: ConditionConfig, progress: bool = True, failed: list[dict] | None = None) -> list[dict]:
+    """Write the condition files; returns their records (one per protocol clip, in shard order). The segments
+    that could not be decoded go to `failed_segments.jsonl` and, when a list is given, into `failed`."""
     import cv2
     import soundfile as sf
     from tqdm import tqdm
@@ -58,7 +59,8 @@ def write_conditions(cfg: ConditionConfig, progress: bool = True) -> list[dict]:
     samples = protocol.samples_per_reference.get(cfg.dataset, 1)
     rng = np.random.default_rng(cfg.seed)
     decode = DecodeConfig(short_side=0, max_fps=1000.0, audio_rate=16000)
-    records, failed = [], []
+    records = []
+    failed = [] if failed is None else failed
     bar = tqdm(desc="conditions", unit="segment", disable=not progress)
     for key, video, meta in iter_reference_segments(shards, decode, failed):
         for i, start in enumerate(clip_starts(video.duration, protocol, rng)):

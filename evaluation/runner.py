@@ -305,7 +305,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     ref_batch.flush()
     pair_batch.flush()
     bar.close()
-    bad_refs = {f["key"]: f["error"] for f in ref_failed}
+    bad_refs = {f["key"] for f in ref_failed}
     for f in ref_failed:
         warnings.append(f"reference {f['key'] or 'shard'} in {f['shard']} could not be decoded ({f['error']}); skipped")
     for key in wanted:

@@ -47,16 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             "reference": args.reference, "out": args.out, "protocol": args.protocol, "dataset": args.dataset,
             "seed": args.seed})
         setup_logging()
-        recs = write_conditions(cfg, progress=not args.no_progress)
+        failed: list[dict] = []
+        recs = write_conditions(cfg, progress=not args.no_progress, failed=failed)
         if not recs:
             print(f"no reference segments could be read from {cfg.reference!r}: no conditions written", file=sys.stderr)
             return 1
-        import json
         from pathlib import Path
 
         from evaluation.conditions import FAILED_NAME
 
-        failed = (Path(cfg.out) / FAILED_NAME).read_text().splitlines()
         note = f"; {len(failed)} failed to decode, listed in {Path(cfg.out) / FAILED_NAME}" if failed else ""
         print(f"saved to {cfg.out} ({len(recs)} conditions from {len({r['reference'] for r in recs})} segments{note})")
         return 0

@@ -120,6 +120,10 @@ def _check_train_config(cfg: TrainConfig, init_avid: str | None) -> None:
         raise UsageError(f"unknown family {bad[0]!r}; known: {', '.join(ALL_FAMILIES)}" if bad else "families is empty")
     if cfg.real_media and not Path(cfg.real_media).is_dir():
         raise UsageError(f"real_media={cfg.real_media!r} is not a folder")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise UsageError(f"lr_schedule={cfg.lr_schedule!r}: expected constant or cosine")
+    if cfg.model.video_input not in ("rgb", "rgb_diff"):
+        raise UsageError(f"model.video_input={cfg.model.video_input!r}: expected rgb or rgb_diff")
     if cfg.model.spec.resize not in ("bilinear", "bicubic"):
         raise UsageError(f"model.spec.resize={cfg.model.spec.resize!r}: expected bilinear or bicubic")
 

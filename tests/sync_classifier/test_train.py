@@ -105,6 +105,8 @@ def test_train_cli_on_video_folder_with_avid_init(tmp_path, tiny_cfg, caplog):
     (["--videos", "/nonexistent/dir"], "is not a folder"),
     (["families=[motion, jumping]"], "unknown family 'jumping'"),
     (["--resume", "/nonexistent/run"], "no train_state.pt"),
+    (["lr_schedule=cosin"], "lr_schedule='cosin': expected constant or cosine"),
+    (["model.video_input=flow"], "model.video_input='flow': expected rgb or rgb_diff"),
 ])
 def test_user_mistakes_exit_2_with_one_line_before_building(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
