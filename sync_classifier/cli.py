@@ -124,6 +124,14 @@ def _check_train_config(cfg: TrainConfig, init_avid: str | None) -> None:
         raise UsageError(f"lr_schedule={cfg.lr_schedule!r}: expected constant or cosine")
     if cfg.model.video_input not in ("rgb", "rgb_diff"):
         raise UsageError(f"model.video_input={cfg.model.video_input!r}: expected rgb or rgb_diff")
+    m = cfg.model
+    if m.temporal_pool not in ("mean", "keep", "aligned"):
+        raise UsageError(f"model.temporal_pool={m.temporal_pool!r}: expected mean, keep or aligned")
+    if m.head_fusion not in ("concat", "concat_product", "time_product"):
+        raise UsageError(f"model.head_fusion={m.head_fusion!r}: expected concat, concat_product or time_product")
+    if (m.temporal_pool == "aligned") != (m.head_fusion == "time_product"):
+        raise UsageError(f"model.temporal_pool={m.temporal_pool!r} with model.head_fusion={m.head_fusion!r}: "
+                         "temporal_pool=aligned and head_fusion=time_product go together")
     if cfg.model.spec.resize not in ("bilinear", "bicubic"):
         raise UsageError(f"model.spec.resize={cfg.model.spec.resize!r}: expected bilinear or bicubic")
 

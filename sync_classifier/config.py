@@ -62,12 +62,17 @@ class ModelConfig:
     temporal_pool: str = "mean"
     """"mean": global average pool (Table 1). "keep": average over space/frequency only and project the
     flattened time axis to embed_dim with a linear layer (keeps event timing explicit; used by the
-    small/tiny CPU presets, see docs/sync_classifier.md)."""
+    small/tiny CPU presets, see docs/sync_classifier.md). "aligned": average over space/frequency, resample
+    the time axis to the num_frames frame times, a kernel-3 Conv1d to embed_dim at each time (shared over
+    time); the embedding is [embed_dim, num_frames] flattened. Needs head_fusion="time_product"."""
 
     head_fusion: str = "concat"
     """"concat": the head sees [a, v] (Table 1). "concat_product": it sees [a, v, a * v]; the
     elementwise product gives the MLP a first-order path to audio-video agreement (small/tiny presets:
-    from scratch, the plain concat head stayed at chance loss for 300+ steps in every CPU run)."""
+    from scratch, the plain concat head stayed at chance loss for 300+ steps in every CPU run).
+    "time_product" (with temporal_pool="aligned"): audio and video features multiplied at each frame
+    time, the first layer + ReLU applied per time (shared weights), averaged over time, then the rest of
+    the MLP: phi scores features that coincide in time, wherever in the clip (see SyncHead)."""
     video_input: str = "rgb"
     """"rgb": the normalised frames (Table 1). "rgb_diff": the frames plus their difference to the previous
     frame (6 input channels; the first frame's difference is 0), so that *when* something changes is in the

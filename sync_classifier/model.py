@@ -46,6 +46,35 @@ class R2Plus1DBlock(nn.Module):
         return F.relu(self.out_bn(h + res))
 
 
+class TimeProjection(nn.Module):
+    """temporal_pool="aligned": features [N, C, T_in] -> [N, embed_dim * T] on the clip's T frame times.
+
+    The time axis is resampled (linear) to the T video frames, a kernel-3 Conv1d maps C -> embed_dim at
+    each time (weights shared over time), and BatchNorm (no affine, statistics shared over time) normalises.
+    The output is flattened time-major per channel, [N, D, T] -> [N, D * T], which SyncHead(time_product)
+    unflattens.
+    """
+
+    def __init__(self, channels: int, cfg: ModelConfig):
+        super().__init__()
+        self.frames = cfg.spec.num_frames
+        self.conv = nn.Conv1d(channels, cfg.embed_dim, 3, padding=1)
+        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+
+    def forward(self, x):
+        if x.shape[-1] != self.frames:
+            x = F.interpolate(x, size=self.frames, mode="linear", align_corners=False)
+        e = self.conv(x)
+        return (e if self.norm is None else self.norm(e)).flatten(1)
+
+
+def _check_pooling(cfg: ModelConfig) -> None:
+    if cfg.temporal_pool not in ("mean", "keep", "aligned"):
+        raise ValueError(f"unknown temporal_pool {cfg.temporal_pool!r} (mean, keep, aligned)")
+    if (cfg.temporal_pool == "aligned") != (cfg.head_fusion == "time_product"):
+        raise ValueError("temporal_pool='aligned' and head_fusion='time_product' go together")
+
+
 class VideoEncoder(nn.Module):
     """[N, 3, T, H, W] -> [N, embed_dim]. Paper: 3x12x224x224 -> 64x12x56x56 -> ... -> 512x2x7x7 -> 512."""
 
@@ -69,14 +98,19 @@ class VideoEncoder(nn.Module):
             stages.append(nn.Sequential(*units))
             cin = cout
         self.conv2x, self.conv3x, self.conv4x, self.conv5x = stages
+        _check_pooling(cfg)
         self.temporal_pool = cfg.temporal_pool
         t = cfg.spec.num_frames
         for _ in range(3):
             t = (t - 1) // cfg.video_time_stride + 1
-        self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
-        if self.proj is None and c[-1] != cfg.embed_dim:
-            raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")
-        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+        self.proj = self.aligned = self.norm = None
+        if cfg.temporal_pool == "aligned":
+            self.aligned = TimeProjection(c[-1], cfg)
+        else:
+            self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
+            if self.proj is None and c[-1] != cfg.embed_dim:
+                raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")
+            self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
 
     def features(self, x) -> list[torch.Tensor]:
         if self.with_diff:
@@ -88,6 +122,8 @@ class VideoEncoder(nn.Module):
 
     def forward(self, x):
         h = self.features(x)[-1]
+        if self.aligned is not None:
+            return self.aligned(h.mean(dim=(3, 4)))
         e = h.mean(dim=(2, 3, 4)) if self.proj is None else self.proj(h.mean(dim=(3, 4)).flatten(1))
         return e if self.norm is None else self.norm(e)
 
@@ -118,13 +154,18 @@ class AudioEncoder(nn.Module):
         self.block2 = AudioBlock(c[0], c[1], 2)
         self.block3 = AudioBlock(c[1], c[2], 2)
         self.block4 = AudioBlock(c[2], c[3], 1)
+        _check_pooling(cfg)
         t = cfg.spec.mel_frames
         for _ in range(4):
             t = (t - 1) // 2 + 1
-        self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
-        if self.proj is None and c[-1] != cfg.embed_dim:
-            raise ValueError("temporal_pool='mean' needs audio_channels[-1] == embed_dim")
-        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+        self.proj = self.aligned = self.norm = None
+        if cfg.temporal_pool == "aligned":
+            self.aligned = TimeProjection(c[-1], cfg)
+        else:
+            self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
+            if self.proj is None and c[-1] != cfg.embed_dim:
+                raise ValueError("temporal_pool='mean' needs audio_channels[-1] == embed_dim")
+            self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
 
     def features(self, x) -> list[torch.Tensor]:
         outs = [self.conv1(x)]
@@ -134,6 +175,8 @@ class AudioEncoder(nn.Module):
 
     def forward(self, x):
         h = self.features(x)[-1]
+        if self.aligned is not None:
+            return self.aligned(h.mean(dim=2))
         e = h.mean(dim=(2, 3)) if self.proj is None else self.proj(h.mean(dim=2).flatten(1))
         return e if self.norm is None else self.norm(e)
 
@@ -143,15 +186,22 @@ class SyncHead(nn.Module):
 
     The first layer is one Linear on the concatenation; `pairwise` splits its weight into the audio and
     video halves so all K x K pairs cost one projection per clip plus a broadcast add. With
-    head_fusion="concat_product" the input is [a, v, a * v] (3*embed).
+    head_fusion="concat_product" the input is [a, v, a * v] (3*embed). With head_fusion="time_product"
+    (after temporal_pool="aligned" encoders: embeddings [D, T] flattened) audio and video features are
+    multiplied *at each frame time*; fc_in + ReLU run on each time's product (weights shared over time),
+    the result is averaged over time and the rest of the MLP gives phi: only features that coincide in
+    time score, wherever in the clip they are.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.product = cfg.head_fusion == "concat_product"
-        if cfg.head_fusion not in ("concat", "concat_product"):
+        if cfg.head_fusion not in ("concat", "concat_product", "time_product"):
             raise ValueError(f"unknown head_fusion {cfg.head_fusion!r}")
-        dims = [(3 if self.product else 2) * cfg.embed_dim, *cfg.head_dims]
+        _check_pooling(cfg)
+        self.time_product = cfg.head_fusion == "time_product"
+        self.frames = cfg.spec.num_frames
+        dims = [(1 if self.time_product else 3 if self.product else 2) * cfg.embed_dim, *cfg.head_dims]
         self.embed_dim = cfg.embed_dim
         self.fc_in = nn.Linear(dims[0], dims[1])
         rest = []
@@ -160,13 +210,23 @@ class SyncHead(nn.Module):
         rest += [nn.ReLU(inplace=True), nn.Linear(dims[-1], 1)]
         self.mlp = nn.Sequential(*rest)
 
+    def _time_product(self, p):
+        """p = a * v flattened [..., D * T] -> phi [...]."""
+        p = p.unflatten(-1, (self.embed_dim, self.frames)).transpose(-1, -2)  # [..., T, D]
+        h = F.relu(self.fc_in(p)).mean(dim=-2)
+        return self.mlp[1:](h).squeeze(-1)
+
     def forward(self, a, v):
         """Paired scores: a [..., D], v [..., D] -> phi [...]."""
+        if self.time_product:
+            return self._time_product(a * v)
         x = [a, v, a * v] if self.product else [a, v]
         return self.mlp(self.fc_in(torch.cat(x, dim=-1))).squeeze(-1)
 
     def pairwise(self, a, v):
         """All pairs: a [B, Ka, D], v [B, Kv, D] -> phi [B, Ka, Kv] (phi[b, i, j] = phi(a_i, v_j))."""
+        if self.time_product:
+            return self._time_product(a.unsqueeze(-2) * v.unsqueeze(-3))
         d = self.embed_dim
         w_a, w_v = self.fc_in.weight[:, :d], self.fc_in.weight[:, d : 2 * d]
         ha = a @ w_a.T

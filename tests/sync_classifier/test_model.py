@@ -194,3 +194,58 @@ def test_checkpoint_folder_or_file_and_training_data(tmp_path, tiny_model):
     (tmp_path / "ck" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         SyncClassifier.from_pretrained(tmp_path / "ck")
+
+
+def _aligned(tiny_cfg):
+    cfg = tiny_cfg.model
+    cfg.temporal_pool, cfg.head_fusion = "aligned", "time_product"
+    torch.manual_seed(0)
+    return SyncClassifier(cfg).eval()
+
+
+def test_aligned_encoders_give_one_embedding_per_frame_time(tiny_cfg):
+    model = _aligned(tiny_cfg)
+    spec, d = model.spec, model.config.embed_dim
+    mel = torch.randn(3, 1, spec.n_mels, spec.mel_frames)
+    video = torch.randn(3, 3, spec.num_frames, spec.image_size, spec.image_size)
+    # the audio trunk ends with 13 time steps for 204 mel frames: resampled to the 12 frame times
+    assert model.audio_encoder.features(mel)[-1].shape[-1] != spec.num_frames
+    assert model.encode_audio(mel).shape == (3, d * spec.num_frames)
+    assert model.encode_video(video).shape == (3, d * spec.num_frames)
+    full = model.head.pairwise(model.encode_audio(mel)[None], model.encode_video(video)[None])[0]
+    for i in range(3):
+        for j in range(3):
+            assert torch.allclose(full[i, j], model(mel[i : i + 1], video[j : j + 1])[0], atol=1e-4)
+
+
+def test_time_product_head_scores_only_what_coincides_in_time(tiny_cfg):
+    head = _aligned(tiny_cfg).head
+    d, t = head.embed_dim, head.frames
+    torch.manual_seed(1)
+    a, v = torch.randn(5, d, t), torch.randn(5, d, t)
+    phi = head(a.flatten(1), v.flatten(1))
+    # the same reordering of time in both modalities changes nothing (weights shared over time)
+    perm = torch.randperm(t)
+    assert torch.allclose(head(a[..., perm].flatten(1), v[..., perm].flatten(1)), phi, atol=1e-5)
+    # reordering only one modality's time does
+    assert not torch.allclose(head(a[..., perm].flatten(1), v.flatten(1)), phi, atol=1e-3)
+    # features at times where the other modality has none score like no features at all
+    a_early, v_late = a.clone(), v.clone()
+    a_early[..., t // 2 :] = 0
+    v_late[..., : t // 2] = 0
+    silent = head(torch.zeros_like(a).flatten(1), torch.zeros_like(v).flatten(1))
+    assert torch.allclose(head(a_early.flatten(1), v_late.flatten(1)), silent, atol=1e-5)
+    assert not torch.allclose(head(a.flatten(1), v_late.flatten(1)), silent, atol=1e-3)
+
+
+def test_aligned_pooling_and_time_product_head_go_together(tiny_cfg):
+    cfg = tiny_cfg.model
+    cfg.temporal_pool = "aligned"
+    with pytest.raises(ValueError, match="go together"):
+        SyncClassifier(cfg)
+    cfg.temporal_pool, cfg.head_fusion = "keep", "time_product"
+    with pytest.raises(ValueError, match="go together"):
+        SyncClassifier(cfg)
+    cfg.temporal_pool, cfg.head_fusion = "max", "concat_product"
+    with pytest.raises(ValueError, match="temporal_pool"):
+        SyncClassifier(cfg)

@@ -107,6 +107,8 @@ def test_train_cli_on_video_folder_with_avid_init(tmp_path, tiny_cfg, caplog):
     (["--resume", "/nonexistent/run"], "no train_state.pt"),
     (["lr_schedule=cosin"], "lr_schedule='cosin': expected constant or cosine"),
     (["model.video_input=flow"], "model.video_input='flow': expected rgb or rgb_diff"),
+    (["model.temporal_pool=max"], "model.temporal_pool='max': expected mean, keep or aligned"),
+    (["model.temporal_pool=aligned"], "temporal_pool=aligned and head_fusion=time_product go together"),
 ])
 def test_user_mistakes_exit_2_with_one_line_before_building(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
