@@ -75,7 +75,29 @@ def _check_pooling(cfg: ModelConfig) -> None:
         raise ValueError("temporal_pool='aligned' and head_fusion='time_product' go together")
 
 
-class VideoEncoder(nn.Module):
+class _PooledEncoder(nn.Module):
+    """What the video and audio encoders share: features [N, C, T] (space / frequency averaged) -> the
+    embedding, by `temporal_pool` ("mean", "keep": linear over the flattened time axis, "aligned")."""
+
+    def _init_pooling(self, channels: int, steps: int, cfg: ModelConfig, name: str) -> None:
+        _check_pooling(cfg)
+        self.proj = self.aligned = self.norm = None
+        if cfg.temporal_pool == "aligned":
+            self.aligned = TimeProjection(channels, cfg)
+            return
+        self.proj = nn.Linear(channels * steps, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
+        if self.proj is None and channels != cfg.embed_dim:
+            raise ValueError(f"temporal_pool='mean' needs {name}_channels[-1] == embed_dim")
+        self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+
+    def _pool(self, h):
+        if self.aligned is not None:
+            return self.aligned(h)
+        e = h.mean(dim=-1) if self.proj is None else self.proj(h.flatten(1))
+        return e if self.norm is None else self.norm(e)
+
+
+class VideoEncoder(_PooledEncoder):
     """[N, 3, T, H, W] -> [N, embed_dim]. Paper: 3x12x224x224 -> 64x12x56x56 -> ... -> 512x2x7x7 -> 512."""
 
     def __init__(self, cfg: ModelConfig):
@@ -98,19 +120,11 @@ class VideoEncoder(nn.Module):
             stages.append(nn.Sequential(*units))
             cin = cout
         self.conv2x, self.conv3x, self.conv4x, self.conv5x = stages
-        _check_pooling(cfg)
         self.temporal_pool = cfg.temporal_pool
         t = cfg.spec.num_frames
         for _ in range(3):
             t = (t - 1) // cfg.video_time_stride + 1
-        self.proj = self.aligned = self.norm = None
-        if cfg.temporal_pool == "aligned":
-            self.aligned = TimeProjection(c[-1], cfg)
-        else:
-            self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
-            if self.proj is None and c[-1] != cfg.embed_dim:
-                raise ValueError("temporal_pool='mean' needs video_channels[-1] == embed_dim")
-            self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+        self._init_pooling(c[-1], t, cfg, "video")
 
     def features(self, x) -> list[torch.Tensor]:
         if self.with_diff:
@@ -121,11 +135,7 @@ class VideoEncoder(nn.Module):
         return outs
 
     def forward(self, x):
-        h = self.features(x)[-1]
-        if self.aligned is not None:
-            return self.aligned(h.mean(dim=(3, 4)))
-        e = h.mean(dim=(2, 3, 4)) if self.proj is None else self.proj(h.mean(dim=(3, 4)).flatten(1))
-        return e if self.norm is None else self.norm(e)
+        return self._pool(self.features(x)[-1].mean(dim=(3, 4)))
 
 
 class AudioBlock(nn.Module):
@@ -143,7 +153,7 @@ class AudioBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(x)))
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(_PooledEncoder):
     """[N, 1, n_mels, frames] -> [N, embed_dim]. Paper: 1x128x204 -> 64x64x102 -> ... -> 512x8x13 -> 512."""
 
     def __init__(self, cfg: ModelConfig):
@@ -154,18 +164,10 @@ class AudioEncoder(nn.Module):
         self.block2 = AudioBlock(c[0], c[1], 2)
         self.block3 = AudioBlock(c[1], c[2], 2)
         self.block4 = AudioBlock(c[2], c[3], 1)
-        _check_pooling(cfg)
         t = cfg.spec.mel_frames
         for _ in range(4):
             t = (t - 1) // 2 + 1
-        self.proj = self.aligned = self.norm = None
-        if cfg.temporal_pool == "aligned":
-            self.aligned = TimeProjection(c[-1], cfg)
-        else:
-            self.proj = nn.Linear(c[-1] * t, cfg.embed_dim) if cfg.temporal_pool == "keep" else None
-            if self.proj is None and c[-1] != cfg.embed_dim:
-                raise ValueError("temporal_pool='mean' needs audio_channels[-1] == embed_dim")
-            self.norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_norm else None
+        self._init_pooling(c[-1], t, cfg, "audio")
 
     def features(self, x) -> list[torch.Tensor]:
         outs = [self.conv1(x)]
@@ -174,11 +176,7 @@ class AudioEncoder(nn.Module):
         return outs
 
     def forward(self, x):
-        h = self.features(x)[-1]
-        if self.aligned is not None:
-            return self.aligned(h.mean(dim=2))
-        e = h.mean(dim=(2, 3)) if self.proj is None else self.proj(h.mean(dim=2).flatten(1))
-        return e if self.norm is None else self.norm(e)
+        return self._pool(self.features(x)[-1].mean(dim=2))
 
 
 class SyncHead(nn.Module):
