@@ -6,15 +6,30 @@ Open the printed address (http://127.0.0.1:PORT/). Each segment plays with sound
 u undo, j/k or arrows move, n next undecided, space play/pause, ]/[ next/previous class. Decisions are saved
 at once to OUT/review.parquet (segment_id, decision, reviewer, time), survive a restart, and several
 reviewers can work on one run at the same time (give each a disjoint --classes and its own --port).
+Ctrl-C (SIGINT) or SIGTERM stops the server, also when it was started in the background by a script (where
+the shell starts it with SIGINT ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from common.cli import add_config_arguments, run_main, settings_help, setup_logging
 from common.config import load
+
+
+def _stop_on_signals() -> None:
+    """SIGINT and SIGTERM end serve_forever as KeyboardInterrupt. A shell without job control starts a
+    background command with SIGINT ignored, and Python keeps it ignored: without this, `kill -INT` would not
+    stop a server started by a script."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reviewing {len(app.segments)} segments of {len(app.classes)} classes in {app.out} as {app.reviewer}")
         if app.missing_classes:
             print(f"warning: no kept segments of {len(app.missing_classes)} listed classes: {', '.join(app.missing_classes)}")
+        _stop_on_signals()
         print(f"open http://{host}:{port}/   (Ctrl-C stops; decisions are saved in {app.store.path})", flush=True)
         try:
             server.serve_forever()

@@ -212,11 +212,14 @@ def test_cli_help_and_errors(run, tmp_path, capsys):
     assert "was the run score_only" in capsys.readouterr().err
 
 
-def test_cli_serves_until_interrupted(run):
-    """The entry point as a user runs it: prints the address, serves, saves, stops cleanly on Ctrl-C."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_serves_until_interrupted(run, stop):
+    """The entry point as a user runs it: prints the address, serves, saves, stops cleanly on Ctrl-C (SIGINT)
+    or SIGTERM, even when started with SIGINT ignored (as a shell starts a background command)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.Popen([sys.executable, "-m", "pipelines.review", "--out", str(run), "--reviewer", "erin", "--port", "0",
-                          "--classes", "hammering"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "--classes", "hammering"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = []
         for line in p.stdout:
@@ -232,8 +235,13 @@ def test_cli_serves_until_interrupted(run):
                                      data=json.dumps({"segment_id": seg, "decision": "reject"}).encode())
         assert json.loads(urllib.request.urlopen(req, timeout=30).read())["reviewer"] == "erin"
     finally:
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
+        p.send_signal(stop)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            pytest.fail(f"the review server did not stop on {stop.name}: {err}")
     assert p.returncode == 0, err
     assert out.strip().splitlines()[-1] == f"decisions saved in {run / 'review.parquet'}"
     assert decisions(run)[seg]["decision"] == "reject"
