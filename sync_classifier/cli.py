@@ -16,7 +16,7 @@ from pathlib import Path
 from common.cli import UsageError, add_config_arguments, output_dir, output_file, resolve_files, run_main, settings_help, setup_logging
 from common.config import load, to_dict
 
-from .config import PRESETS, TrainConfig
+from .config import PRESETS, TrainConfig, model_config_error
 from .evaluate import EvalConfig, print_result, run
 
 # ------------------------------------------------------------------------------------------- train
@@ -122,16 +122,9 @@ def _check_train_config(cfg: TrainConfig, init_avid: str | None) -> None:
         raise UsageError(f"real_media={cfg.real_media!r} is not a folder")
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"lr_schedule={cfg.lr_schedule!r}: expected constant or cosine")
-    if cfg.model.video_input not in ("rgb", "rgb_diff"):
-        raise UsageError(f"model.video_input={cfg.model.video_input!r}: expected rgb or rgb_diff")
-    m = cfg.model
-    if m.temporal_pool not in ("mean", "keep", "aligned"):
-        raise UsageError(f"model.temporal_pool={m.temporal_pool!r}: expected mean, keep or aligned")
-    if m.head_fusion not in ("concat", "concat_product", "time_product"):
-        raise UsageError(f"model.head_fusion={m.head_fusion!r}: expected concat, concat_product or time_product")
-    if (m.temporal_pool == "aligned") != (m.head_fusion == "time_product"):
-        raise UsageError(f"model.temporal_pool={m.temporal_pool!r} with model.head_fusion={m.head_fusion!r}: "
-                         "temporal_pool=aligned and head_fusion=time_product go together")
+    error = model_config_error(cfg.model)
+    if error:
+        raise UsageError(error)
     if cfg.model.spec.resize not in ("bilinear", "bicubic"):
         raise UsageError(f"model.spec.resize={cfg.model.spec.resize!r}: expected bilinear or bicubic")
 

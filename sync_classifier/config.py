@@ -41,6 +41,26 @@ class ClipSpec:
         return int(round(self.duration * self.audio_rate))
 
 
+MODEL_CHOICES = {
+    "video_input": ("rgb", "rgb_diff"),
+    "temporal_pool": ("mean", "keep", "aligned"),
+    "head_fusion": ("concat", "concat_product", "time_product"),
+}
+"""The allowed values of ModelConfig's choice settings (checked by the model and by the training CLI)."""
+
+
+def model_config_error(cfg: "ModelConfig") -> str | None:
+    """What is wrong with cfg's choice settings (one line, "model.<key>=..." as the CLI names them), or None."""
+    for key, allowed in MODEL_CHOICES.items():
+        value = getattr(cfg, key)
+        if value not in allowed:
+            return f"model.{key}={value!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}"
+    if (cfg.temporal_pool == "aligned") != (cfg.head_fusion == "time_product"):
+        return (f"model.temporal_pool={cfg.temporal_pool!r} with model.head_fusion={cfg.head_fusion!r}: "
+                "temporal_pool=aligned and head_fusion=time_product go together")
+    return None
+
+
 CHECKPOINT_KEYS = ("training_data",)
 """config.json entries about the checkpoint, not the network (see SyncClassifier.training_data)."""
 
@@ -243,4 +263,4 @@ def merge(base: TrainConfig, overrides: dict) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
-__all__ = ["ClipSpec", "ModelConfig", "TrainConfig", "PRESETS", "paper", "small", "tiny", "merge", "load_config_file"]
+__all__ = ["ClipSpec", "ModelConfig", "MODEL_CHOICES", "model_config_error", "TrainConfig", "PRESETS", "paper", "small", "tiny", "merge", "load_config_file"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ModelConfig, model_config_error
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -68,11 +68,10 @@ class TimeProjection(nn.Module):
         return (e if self.norm is None else self.norm(e)).flatten(1)
 
 
-def _check_pooling(cfg: ModelConfig) -> None:
-    if cfg.temporal_pool not in ("mean", "keep", "aligned"):
-        raise ValueError(f"unknown temporal_pool {cfg.temporal_pool!r} (mean, keep, aligned)")
-    if (cfg.temporal_pool == "aligned") != (cfg.head_fusion == "time_product"):
-        raise ValueError("temporal_pool='aligned' and head_fusion='time_product' go together")
+def _check_config(cfg: ModelConfig) -> None:
+    error = model_config_error(cfg)
+    if error:
+        raise ValueError(error)
 
 
 class _PooledEncoder(nn.Module):
@@ -80,7 +79,7 @@ class _PooledEncoder(nn.Module):
     embedding, by `temporal_pool` ("mean", "keep": linear over the flattened time axis, "aligned")."""
 
     def _init_pooling(self, channels: int, steps: int, cfg: ModelConfig, name: str) -> None:
-        _check_pooling(cfg)
+        _check_config(cfg)
         self.proj = self.aligned = self.norm = None
         if cfg.temporal_pool == "aligned":
             self.aligned = TimeProjection(channels, cfg)
@@ -103,8 +102,6 @@ class VideoEncoder(_PooledEncoder):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.video_channels
-        if cfg.video_input not in ("rgb", "rgb_diff"):
-            raise ValueError(f"unknown video_input {cfg.video_input!r} (rgb, rgb_diff)")
         self.with_diff = cfg.video_input == "rgb_diff"
         self.conv1 = nn.Sequential(
             nn.Conv3d(6 if self.with_diff else 3, c[0], (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
@@ -194,9 +191,7 @@ class SyncHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.product = cfg.head_fusion == "concat_product"
-        if cfg.head_fusion not in ("concat", "concat_product", "time_product"):
-            raise ValueError(f"unknown head_fusion {cfg.head_fusion!r}")
-        _check_pooling(cfg)
+        _check_config(cfg)
         self.time_product = cfg.head_fusion == "time_product"
         self.frames = cfg.spec.num_frames
         dims = [(1 if self.time_product else 3 if self.product else 2) * cfg.embed_dim, *cfg.head_dims]
@@ -212,7 +207,7 @@ class SyncHead(nn.Module):
         """p = a * v flattened [..., D * T] -> phi [...]."""
         p = p.unflatten(-1, (self.embed_dim, self.frames)).transpose(-1, -2)  # [..., T, D]
         h = F.relu(self.fc_in(p)).mean(dim=-2)
-        return self.mlp[1:](h).squeeze(-1)
+        return self.mlp[1:](h).squeeze(-1)  # mlp[0] is the ReLU, applied above before the mean
 
     def forward(self, a, v):
         """Paired scores: a [..., D], v [..., D] -> phi [...]."""
