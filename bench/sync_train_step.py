@@ -4,7 +4,9 @@
 
 Both sides see the same batch (B instances x 21 offsets). The training step adds the 21 x 21
 pairwise head (split first layer), the symmetric InfoNCE, flips and the AdamW update; the baseline is
-encode_audio + encode_video + sum().backward(). Prints the median times and their ratio.
+encode_audio + encode_video + sum().backward(). Prints the median times and their ratio, then the
+video encoder's forward + backward on CPU with channels-last tensors (the default) against the
+contiguous layout, and that ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
 from sync_classifier.frames import clip_tensor
-from sync_classifier.model import SyncClassifier
+from sync_classifier.model import SyncClassifier, VideoEncoder
 from sync_classifier.train import train_step
 
 
@@ -63,6 +65,21 @@ def main(argv=None):
     print(f"bare encoders forward+backward: {tb * 1000:.0f} ms (median of {args.repeats})")
     print(f"training step (21x21 phi, InfoNCE, AdamW): {ts * 1000:.0f} ms (median of {args.repeats})")
     print(f"ratio step / bare: {ts / tb:.3f}")
+
+    video = clip_tensor(frames, cfg.model.spec)
+    layouts = {"channels-last": True, "contiguous": False}
+    vt = {name: [] for name in layouts}
+    for _ in range(args.repeats + 1):  # the first round is a warm-up
+        for name, flag in layouts.items():
+            VideoEncoder.channels_last_on_cpu = flag
+            opt.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            model.encode_video(video).sum().backward()
+            vt[name].append(time.perf_counter() - t0)
+    VideoEncoder.channels_last_on_cpu = True
+    tl, tc = (statistics.median(vt[n][1:]) for n in layouts)
+    print(f"video encoder forward+backward on {video.device.type}: channels-last {tl * 1000:.0f} ms, "
+          f"contiguous {tc * 1000:.0f} ms, ratio {tl / tc:.3f}")
 
 
 if __name__ == "__main__":

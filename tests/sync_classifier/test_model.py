@@ -118,6 +118,25 @@ def test_rgb_diff_input_adds_the_frame_difference(tiny_cfg):
         SyncClassifier(cfg)
 
 
+@pytest.mark.parametrize("video_input", ["rgb", "rgb_diff"])
+def test_channels_last_layout_gives_the_same_embeddings_and_gradients(tiny_cfg, monkeypatch, video_input):
+    cfg = tiny_cfg.model
+    cfg.video_input = video_input
+    torch.manual_seed(0)
+    enc = SyncClassifier(cfg).video_encoder.train()
+    x = torch.randn(3, 3, 12, 32, 32)
+    results = {}
+    for channels_last in (True, False):
+        monkeypatch.setattr(type(enc), "channels_last_on_cpu", channels_last)
+        enc.zero_grad()
+        out = enc(x)
+        out.square().sum().backward()
+        results[channels_last] = (out.detach(), enc.conv1[0].weight.grad.clone())
+    assert torch.allclose(results[True][0], results[False][0], atol=1e-4)
+    g_last, g_contiguous = results[True][1], results[False][1]
+    assert (g_last - g_contiguous).norm() <= 1e-3 * g_contiguous.norm()  # float sums in another order
+
+
 def test_small_preset_is_cpu_sized():
     n = sum(p.numel() for p in SyncClassifier(small().model).parameters())
     assert n * 4 < 20e6  # shipped fp32 safetensors under 20 MB
