@@ -7,7 +7,8 @@ Real footage has no sound synchronized with its pictures that we are free to shi
 synchronous: `evaluation.dubbing` puts a real drum one-shot at every motion peak (or scene cut) of the
 footage, over the original track at 10 %. The dubbed footage is cut into `--piece`-second videos, one every
 `--stride` seconds (default: back to back; a shorter stride gives more, overlapping pieces and so more scored
-centres from the same footage), written to --out, and `sync_classifier.evaluate --videos` scores them with both protocols (chance printed with them).
+centres from the same footage), written to --out, and `sync_classifier.evaluate --videos` scores them with
+both protocols (chance printed with them).
 None of this footage or its events was seen in training.
 """
 

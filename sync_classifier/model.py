@@ -101,7 +101,7 @@ class VideoEncoder(_PooledEncoder):
 
     channels_last_on_cpu: bool = True
     """Run the convolutions on channels-last (NDHWC) tensors on CPU: the same result, and the small
-    preset's forward + backward took about 0.65x the time of the contiguous layout on the 2-core machine
+    preset's forward + backward took 0.65-0.74x the time of the contiguous layout on the 2-core machine
     (`bench/sync_train_step.py` measures both)."""
 
     def __init__(self, cfg: ModelConfig):
@@ -122,7 +122,6 @@ class VideoEncoder(_PooledEncoder):
             stages.append(nn.Sequential(*units))
             cin = cout
         self.conv2x, self.conv3x, self.conv4x, self.conv5x = stages
-        self.temporal_pool = cfg.temporal_pool
         t = cfg.spec.num_frames
         for _ in range(3):
             t = (t - 1) // cfg.video_time_stride + 1
