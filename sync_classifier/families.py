@@ -23,7 +23,8 @@ hum, a noise floor and sometimes quiet unrelated real sound. Event gaps are rand
 window's event pattern is unique and the offset can only be found by matching events in time.
 
 `make_family_video(seed, family)` returns a `curate.media.DecodedVideo` and the sorted event times
-of the sounding streams; `RealMedia` holds decoded real footage and sounds (`load_real_media(dir)`).
+of the sounding streams (the silent objects' event times are in the video's `source["silent_events"]`);
+`RealMedia` holds decoded real footage and sounds (`load_real_media(dir)`).
 """
 
 from __future__ import annotations
@@ -382,8 +383,9 @@ def make_family_video(
     audio *= rng.uniform(0.3, 0.9) / max(1e-6, float(np.abs(audio).max()))
 
     events = np.sort(np.concatenate([s["events"] for s in streams]))
+    silent_events = np.sort(np.concatenate([o["events"] for o in silent] or [np.zeros(0)]))
     source = {"synthetic_seed": int(seed), "family": family, "kinds": kinds, "width": size, "height": size, "fps": fps,
-              "real_background": real_bg is not None}
+              "real_background": real_bg is not None, "silent_events": [float(t) for t in silent_events]}
     return DecodedVideo(frames, float(fps), audio.astype(np.float32), int(audio_rate), source), events
 
 
