@@ -55,6 +55,10 @@ def model_config_error(cfg: "ModelConfig") -> str | None:
         value = getattr(cfg, key)
         if value not in allowed:
             return f"model.{key}={value!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}"
+    if not isinstance(cfg.video_cells, int) or cfg.video_cells < 1:
+        return f"model.video_cells={cfg.video_cells!r}: expected an integer >= 1"
+    if cfg.video_cells > 1 and cfg.temporal_pool == "aligned":
+        return f"model.video_cells={cfg.video_cells} needs model.temporal_pool 'mean' or 'keep', not 'aligned'"
     if (cfg.temporal_pool == "aligned") != (cfg.head_fusion == "time_product"):
         return (f"model.temporal_pool={cfg.temporal_pool!r} with model.head_fusion={cfg.head_fusion!r}: "
                 "temporal_pool=aligned and head_fusion=time_product go together")
@@ -98,6 +102,14 @@ class ModelConfig:
     frame (6 input channels; the first frame's difference is 0), so that *when* something changes is in the
     input whatever the thing looks like. Not in Table 1 and not a preset's default: measured for the small
     preset in docs/sync_classifier.md. It changes the stem's shape, so AVID / ASVA weights need "rgb"."""
+    video_cells: int = 1
+    """The video's last feature map is average-pooled to video_cells x video_cells places (1: over the whole
+    picture, Table 1); each place is embedded by the same time projection (the embedding is the places'
+    embeddings concatenated, [cells^2 * embed_dim]) and phi is the log-mean-exp over places of the head's
+    score at each place, so the thing that sounds is scored where it is and motion elsewhere in the picture
+    does not dilute it. With video_cells > 1, conv5x has spatial stride 1 (the small preset's 32 px frames
+    end at 2 x 2 instead of 1 x 1; same weights, more compute). Not in Table 1 and not a preset's default:
+    measured in docs/sync_classifier.md. Needs temporal_pool "mean" or "keep"."""
     embed_norm: bool = False
     """BatchNorm1d (no affine) on each encoder's output before the head. Not in Table 1; the small/tiny
     presets use it: without it, training from scratch sat at the ln(21) saddle (embeddings dominated

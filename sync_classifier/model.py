@@ -8,6 +8,7 @@ conv1, block1..block4) so AVID checkpoints map onto the encoders key by key (`lo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -117,7 +118,8 @@ class VideoEncoder(_PooledEncoder):
         stages, cin = [], c[0]
         for i, cout in enumerate(c):
             ts = cfg.video_time_stride
-            stride = (1, 1, 1) if i == 0 else (ts, 2, 2)
+            space = 1 if i == 3 and cfg.video_cells > 1 else 2  # places: conv5x keeps conv4x's map size
+            stride = (1, 1, 1) if i == 0 else (ts, space, space)
             units = [R2Plus1DBlock(cin, cout, stride)] + [R2Plus1DBlock(cout, cout) for _ in range(cfg.video_blocks - 1)]
             stages.append(nn.Sequential(*units))
             cin = cout
@@ -126,6 +128,7 @@ class VideoEncoder(_PooledEncoder):
         for _ in range(3):
             t = (t - 1) // cfg.video_time_stride + 1
         self._init_pooling(c[-1], t, cfg, "video")
+        self.cells = cfg.video_cells
 
     def features(self, x) -> list[torch.Tensor]:
         if self.with_diff:
@@ -138,7 +141,13 @@ class VideoEncoder(_PooledEncoder):
         return outs
 
     def forward(self, x):
-        return self._pool(self.features(x)[-1].mean(dim=(3, 4)))
+        h = self.features(x)[-1]
+        if self.cells == 1:
+            return self._pool(h.mean(dim=(3, 4)))
+        n, c, t = h.shape[:3]
+        h = F.adaptive_avg_pool3d(h, (t, self.cells, self.cells)).flatten(3)  # [N, C, T, places]
+        e = self._pool(h.permute(0, 3, 1, 2).reshape(-1, c, t))  # every place through the same projection
+        return e.reshape(n, -1)
 
 
 class AudioBlock(nn.Module):
@@ -191,7 +200,8 @@ class SyncHead(nn.Module):
     (after temporal_pool="aligned" encoders: embeddings [D, T] flattened) audio and video features are
     multiplied *at each frame time*; fc_in + ReLU run on each time's product (weights shared over time),
     the result is averaged over time and the rest of the MLP gives phi: only features that coincide in
-    time score, wherever in the clip they are.
+    time score, wherever in the clip they are. With video_cells > 1 the video embedding holds one
+    embedding per place; the MLP scores the audio against each place and phi is the log-mean-exp of those.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -202,6 +212,7 @@ class SyncHead(nn.Module):
         self.frames = cfg.spec.num_frames
         dims = [(1 if self.time_product else 3 if self.product else 2) * cfg.embed_dim, *cfg.head_dims]
         self.embed_dim = cfg.embed_dim
+        self.places = cfg.video_cells**2
         self.fc_in = nn.Linear(dims[0], dims[1])
         rest = []
         for a, b in zip(dims[1:-1], dims[2:]):
@@ -215,25 +226,34 @@ class SyncHead(nn.Module):
         h = F.relu(self.fc_in(p)).mean(dim=-2)
         return self.mlp[1:](h).squeeze(-1)  # mlp[0] is the ReLU, applied above before the mean
 
+    def _over_places(self, phi):
+        """phi [..., places] -> [...]: log-mean-exp over the video's places (a soft maximum)."""
+        if self.places == 1:
+            return phi.squeeze(-1)
+        return torch.logsumexp(phi, dim=-1) - math.log(self.places)
+
     def forward(self, a, v):
-        """Paired scores: a [..., D], v [..., D] -> phi [...]."""
+        """Paired scores: a [..., D], v [..., places * D] -> phi [...]."""
         if self.time_product:
             return self._time_product(a * v)
+        v = v.unflatten(-1, (self.places, self.embed_dim))
+        a = a.unsqueeze(-2).expand_as(v)
         x = [a, v, a * v] if self.product else [a, v]
-        return self.mlp(self.fc_in(torch.cat(x, dim=-1))).squeeze(-1)
+        return self._over_places(self.mlp(self.fc_in(torch.cat(x, dim=-1))).squeeze(-1))
 
     def pairwise(self, a, v):
-        """All pairs: a [B, Ka, D], v [B, Kv, D] -> phi [B, Ka, Kv] (phi[b, i, j] = phi(a_i, v_j))."""
+        """All pairs: a [B, Ka, D], v [B, Kv, places * D] -> phi [B, Ka, Kv] (phi[b, i, j] = phi(a_i, v_j))."""
         if self.time_product:
             return self._time_product(a.unsqueeze(-2) * v.unsqueeze(-3))
         d = self.embed_dim
+        v = v.unflatten(-1, (self.places, d))  # [B, Kv, places, D]
         w_a, w_v = self.fc_in.weight[:, :d], self.fc_in.weight[:, d : 2 * d]
-        ha = a @ w_a.T
-        hv = v @ w_v.T + self.fc_in.bias
-        h = ha.unsqueeze(-2) + hv.unsqueeze(-3)
+        ha = (a @ w_a.T)[:, :, None, None]  # [B, Ka, 1, 1, H]
+        hv = (v @ w_v.T + self.fc_in.bias)[:, None]  # [B, 1, Kv, places, H]
+        h = ha + hv
         if self.product:
-            h = h + (a.unsqueeze(-2) * v.unsqueeze(-3)) @ self.fc_in.weight[:, 2 * d :].T
-        return self.mlp(h).squeeze(-1)
+            h = h + (a[:, :, None, None] * v[:, None]) @ self.fc_in.weight[:, 2 * d :].T
+        return self._over_places(self.mlp(h).squeeze(-1))
 
 
 class SyncClassifier(nn.Module):

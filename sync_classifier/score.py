@@ -94,8 +94,8 @@ class SyncScorer:
         a = self._encode_audio(np.concatenate(audios), batch_size).reshape(n, 3, -1)
         v = self._encode_video(np.concatenate(frames), batch_size).reshape(n, 3, -1)
         # a2v: audio shifted (-, 0, +) against the true video; v2a: true audio against shifted videos
-        phi_a2v = self._head(a, v[:, 1:2].expand_as(a))
-        phi_v2a = self._head(a[:, 1:2].expand_as(v), v)
+        phi_a2v = self._head(a, v[:, 1:2].expand(-1, 3, -1))
+        phi_v2a = self._head(a[:, 1:2].expand(-1, 3, -1), v)
         p_a2v = torch.softmax(phi_a2v, dim=1)[:, 1]
         p_v2a = torch.softmax(phi_v2a, dim=1)[:, 1]
         return torch.stack([p_a2v, p_v2a], dim=1).numpy().astype(np.float32)

@@ -268,3 +268,59 @@ def test_aligned_pooling_and_time_product_head_go_together(tiny_cfg):
     cfg.temporal_pool, cfg.head_fusion = "max", "concat_product"
     with pytest.raises(ValueError, match="temporal_pool"):
         SyncClassifier(cfg)
+
+
+def _cells(tiny_cfg, cells=2):
+    cfg = tiny_cfg.model
+    cfg.video_cells = cells
+    torch.manual_seed(0)
+    return SyncClassifier(cfg).eval()
+
+
+def test_video_cells_embed_each_place_and_pairwise_equals_paired(tiny_cfg):
+    model = _cells(tiny_cfg)
+    spec, d = model.spec, model.config.embed_dim
+    mel = torch.randn(3, 1, spec.n_mels, spec.mel_frames)
+    video = torch.randn(3, 3, spec.num_frames, spec.image_size, spec.image_size)
+    e = model.encode_video(video)
+    assert e.shape == (3, 4 * d) and model.encode_audio(mel).shape == (3, d)
+    full = model.head.pairwise(model.encode_audio(mel)[None], e[None])[0]
+    for i in range(3):
+        for j in range(3):
+            assert torch.allclose(full[i, j], model(mel[i : i + 1], video[j : j + 1])[0], atol=1e-4)
+    # a change in one corner of the picture moves that place's embedding more than the opposite corner's
+    s = spec.image_size
+    moved = video.clone()
+    moved[:, :, 6:, : s // 2, : s // 2] += 3.0
+    delta = (model.encode_video(moved) - e).reshape(3, 4, d).norm(dim=-1)  # places in row-major order
+    assert (delta[:, 0] > 1.3 * delta[:, 3]).all(), delta  # receptive fields overlap: not 0 at the far corner
+
+
+def test_video_cells_score_is_the_log_mean_exp_over_places(tiny_cfg):
+    head = _cells(tiny_cfg).head
+    d = head.embed_dim
+    torch.manual_seed(2)
+    a, v = torch.randn(5, d), torch.randn(5, 4, d)
+    per_place = torch.stack([_cells(tiny_cfg, 1).head.__class__.forward(_one_place(head), a, v[:, k]) for k in range(4)], -1)
+    assert torch.allclose(head(a, v.flatten(1)), torch.logsumexp(per_place, -1) - torch.log(torch.tensor(4.0)), atol=1e-5)
+    # one place that matches much better than the others dominates the score
+    assert (head(a, v.flatten(1)) >= per_place.max(-1).values - torch.log(torch.tensor(4.0)) - 1e-5).all()
+
+
+def _one_place(head):
+    """A view of `head` that scores one place (same weights)."""
+    import copy
+
+    h = copy.copy(head)
+    h.places = 1
+    return h
+
+
+def test_video_cells_checked(tiny_cfg):
+    cfg = tiny_cfg.model
+    cfg.video_cells = 0
+    with pytest.raises(ValueError, match="video_cells"):
+        SyncClassifier(cfg)
+    cfg.video_cells, cfg.temporal_pool, cfg.head_fusion = 2, "aligned", "time_product"
+    with pytest.raises(ValueError, match="video_cells"):
+        SyncClassifier(cfg)
