@@ -8,11 +8,12 @@ F (the first generator "flash" stays in every run) for `--steps` steps (default:
 caps the training time instead), plus any key=value settings given; then evaluate on held-out synthetic
 videos (seeds >= 1e9, never drawn in training) of *every* family, both protocols: `--held-out-videos` of F
 (the cell that counts), `--videos` of each other family. `--jobs N` trains N held-out families at once, each
-in its own process with one torch thread (use one job per free core). Each family's result is written to
-`<out>/<F>/lofo_row.json` as soon as it is done; a rerun skips finished families and resumes a
-family's interrupted training (`--resume`) to the budget. The table of every
-finished family goes to `<out>/lofo.json` and `<out>/lofo.md` (rows: held-out family; columns: test
-family; the held-out cell in bold) and is printed.
+in its own process with one torch thread (use one job per free core). Each family's result, with the
+settings it was trained with, is written to `<out>/<F>/lofo_row.json` as soon as it is done; a rerun skips
+finished families and resumes a family's interrupted training (`--resume`) to the budget, with the run's saved
+settings (to train a finished family further, delete its lofo_row.json and give a larger `--steps`). The
+table of every finished family goes to `<out>/lofo.json` and `<out>/lofo.md` (rows: held-out family;
+columns: test family; the held-out cell in bold) and is printed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def run_family(held: str, args, out: Path) -> dict:
     budget = [f"max_minutes={args.minutes}"] + ([f"steps={args.steps}"] if args.steps else [])
     init = ["--init-from", args.init_from] if args.init_from else []  # options before the key=value positionals
     if (run / "train_state.pt").is_file():  # an earlier, interrupted run of this bench: continue it to the budget
+        if args.overrides or args.init_from:
+            print(f"held out {held}: resuming {run} with its saved settings; --init-from and key=value settings "
+                  "of this call are not applied", flush=True)
         rc = train_main(["--resume", str(run), "--no-progress", *budget])
     else:
         rc = train_main(["--preset", "small", "--out", str(run), "--no-progress", *init, f"families=[{', '.join(others)}]",
@@ -65,7 +69,8 @@ def run_family(held: str, args, out: Path) -> dict:
     if rc != 0:
         raise SystemExit(rc)
     model = SyncClassifier.from_pretrained(run)
-    steps = torch.load(run / "train_state.pt", weights_only=False)["step"]
+    state = torch.load(run / "train_state.pt", weights_only=False)
+    steps, saved = state["step"], state["config"]
     ev = {}
     for fam in ALL_FAMILIES:
         n = args.held_out_videos if fam == held else args.videos
@@ -73,7 +78,10 @@ def run_family(held: str, args, out: Path) -> dict:
         ev[fam] = evaluate_model(model, vids)
         ev[fam]["videos"] = n
     row = {"steps": steps, "train_families": others, "minutes": args.minutes, "wall_s": round(time.time() - t0),
-           "init_from": args.init_from or None, "overrides": list(args.overrides), "eval": ev}
+           "init_from": args.init_from or None, "overrides": list(args.overrides), "eval": ev,
+           "settings": {k: saved[k] for k in ("num_offsets", "batch_size", "lr", "lr_schedule", "real_media")}
+           | {f"model.{k}": saved["model"][k] for k in ("video_input", "temporal_pool", "head_fusion", "video_cells")
+              if k in saved["model"]}}
     (run / ROW).write_text(json.dumps(row, indent=2) + "\n")
     print(f"held out {held}: {steps} steps; on {held} ({ev[held]['videos']} videos): asva a2v {100 * ev[held]['asva']['acc_a2v']:.0f} % "
           f"v2a {100 * ev[held]['asva']['acc_v2a']:.0f} %", flush=True)

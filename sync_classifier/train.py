@@ -144,11 +144,15 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
         from common.cli import UsageError
 
         start = SyncClassifier.from_pretrained(init_from)
-        if start.config.to_dict() != model.config.to_dict():
-            raise UsageError(f"--init-from {init_from!r}: its model settings differ from this run's "
-                             "(the weights must fit: same preset and model.* settings)")
-        model.load_state_dict(start.state_dict())
-        log.info("initialised from %s (training data %s)", init_from, start.training_data)
+        have, want = start.state_dict(), model.state_dict()
+        misfit = sorted(set(have) ^ set(want)) or [k for k in want if have[k].shape != want[k].shape]
+        if misfit:
+            raise UsageError(f"--init-from {init_from!r}: its weights do not fit this run's model (first misfit: "
+                             f"{misfit[0]}; use the same preset and the model.* settings that shape the weights)")
+        changed = {k: (v, model.config.to_dict()[k]) for k, v in start.config.to_dict().items() if model.config.to_dict()[k] != v}
+        model.load_state_dict(have)
+        log.info("initialised from %s (training data %s)%s", init_from, start.training_data,
+                 "; model settings changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) if changed else "")
     elif init_avid:
         rep = load_avid(model, init_avid)
         log.info("AVID init: loaded %d tensors, %d encoder tensors missing, %d mismatched, %d unexpected",
