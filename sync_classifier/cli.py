@@ -41,8 +41,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoint, train_state.pt, log.jsonl)")
     p.add_argument("--resume", metavar="RUN", help="run folder to continue (its saved settings are used; steps/max_minutes/... may be changed)")
     p.add_argument("--init-avid", metavar="FILE", help="AVID-CMA checkpoint: initialise the encoders where keys and shapes match (replaces stage 1)")
-    p.add_argument("--init-from", metavar="CKPT", help="start from the weights of a checkpoint of this project with the same model settings "
-                   "(fresh optimizer and step count; e.g. a curriculum: first the flash family, then the mix)")
+    p.add_argument("--init-from", metavar="CKPT", help="start from the weights of a checkpoint of this project whose weights fit this "
+                   "run's model (same keys and shapes; settings that change no shape, e.g. model.video_cells, may differ; "
+                   "fresh optimizer and step count; e.g. a curriculum: first the flash family, then the mix)")
     p.add_argument("--steps", type=int, help="total training steps (setting `steps`)")
     p.add_argument("--batch-size", type=int, help="instances per step per process (setting `batch_size`)")
     p.add_argument("--lr", type=float, help="learning rate after warm-up (setting `lr`)")
