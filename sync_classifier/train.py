@@ -149,7 +149,8 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
         if misfit:
             raise UsageError(f"--init-from {init_from!r}: its weights do not fit this run's model (first misfit: "
                              f"{misfit[0]}; use the same preset and the model.* settings that shape the weights)")
-        changed = {k: (v, model.config.to_dict()[k]) for k, v in start.config.to_dict().items() if model.config.to_dict()[k] != v}
+        theirs, ours = start.config.to_dict(), model.config.to_dict()
+        changed = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
         model.load_state_dict(have)
         log.info("initialised from %s (training data %s)%s", init_from, start.training_data,
                  "; model settings changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) if changed else "")

@@ -1,9 +1,11 @@
+import copy
+
 import pytest
 import torch
 
 from sync_classifier.config import paper, small
 from sync_classifier.frames import video_to_tensor
-from sync_classifier.model import SyncClassifier, SyncHead, load_avid
+from sync_classifier.model import SyncClassifier, load_avid
 from sync_classifier.train import train_step
 
 
@@ -303,17 +305,10 @@ def test_video_cells_score_is_the_log_mean_exp_over_places(tiny_cfg):
     d = head.embed_dim
     torch.manual_seed(2)
     a, v = torch.randn(5, d), torch.randn(5, 4, d)
-    per_place = torch.stack([SyncHead.forward(_one_place(head), a, v[:, k]) for k in range(4)], -1)
+    one_place = copy.copy(head)  # the same weights, scoring one place
+    one_place.places = 1
+    per_place = torch.stack([one_place(a, v[:, k]) for k in range(4)], -1)
     assert torch.allclose(head(a, v.flatten(1)), torch.logsumexp(per_place, -1) - torch.log(torch.tensor(4.0)), atol=1e-5)
-
-
-def _one_place(head):
-    """A view of `head` that scores one place (same weights)."""
-    import copy
-
-    h = copy.copy(head)
-    h.places = 1
-    return h
 
 
 def test_video_cells_checked(tiny_cfg):
