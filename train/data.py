@@ -1,13 +1,15 @@
 """Shards -> JointDiT training clips: 2 s, 14 frames at 7 fps, first frame, 16 kHz audio + AudioLDM2 mel.
 
 Reads the curation shards (`curate.shards`), or latent shards written by `train.cache_latents`, as one
-stream per process and DataLoader worker (`ShardStream`): disjoint, every sample once per epoch, in an
-order fixed by the seed so that a resumed run continues where it stopped.
+stream per process and DataLoader worker (`ShardStream`), in an order fixed by the seed so that a resumed
+run continues where it stopped. Two data modes: exact (every sample exactly once per epoch over all
+readers, epoch after epoch) and resampled (each reader draws whole shards with replacement).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tarfile
@@ -19,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from curate.media import DecodedVideo
-from curate.shards import (ReaderSplit, SegmentSample, decode_sample, expand_urls, group_samples, split_for_reader,
-                           stream_tar_members)
+from curate.shards import SegmentSample, decode_sample, expand_urls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,25 +134,79 @@ def clip_from_sample(sample: SegmentSample, spec: ClipSpec, rng: random.Random |
 
 # ------------------------------------------------------------------------- the distributed sample stream
 
+DATA_MODES = ("auto", "exact", "resampled")
+"""How readers (processes x DataLoader workers) share the shards: see `ShardStream`."""
+
+
+def open_shard(url: str):
+    """The file object every shard read goes through (one place to count or redirect reads)."""
+    return open(url, "rb")
+
+
+def index_shard(url: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
+    """A shard's samples from its tar headers alone (no member data is read): [(key, [(ext, data offset,
+    size), ...]), ...] in file order, members `<key>.<ext>` grouped as `curate.shards.group_samples` does."""
+    out: list[tuple[str, list[tuple[str, int, int]]]] = []
+    with open_shard(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, _, ext = os.path.basename(m.name).partition(".")
+            if not out or out[-1][0] != key:
+                out.append((key, []))
+            out[-1][1].append((ext, m.offset_data, m.size))
+    return out
+
+
+def read_samples(url: str, index, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+    """Raw samples [start, stop) of a shard (dict of member bytes + `__key__`), reading only their members'
+    bytes (seek + read through `open_shard`)."""
+    with open_shard(url) as f:
+        for key, members in index[start:stop]:
+            s = {"__key__": key}
+            for ext, off, size in members:
+                f.seek(off)
+                s[ext] = f.read(size)
+            yield s
+
 
 def count_samples(url: str) -> int:
     """Samples in a shard from the tar headers alone (no member data is read)."""
-    with tarfile.open(url, "r") as tar:
-        keys = [os.path.basename(m.name).partition(".")[0] for m in tar.getmembers() if m.isfile()]
-    return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+    return len(index_shard(url))
 
 
-def too_few_samples(patterns, world_size: int, num_workers: int) -> str | None:
-    """Why R processes x W workers cannot all read from these shards (fewer samples than readers), or None.
-    Only counts when there are fewer shards than readers (otherwise each reader has a shard)."""
+def resolve_mode(mode: str, num_shards: int, readers: int, repeat: bool = True) -> str:
+    """'exact' or 'resampled' for a data mode: 'auto' is resampled when there are fewer shards than readers
+    (processes x DataLoader workers), exact otherwise; a single pass (repeat=False) is always exact."""
+    if mode not in DATA_MODES:
+        raise ValueError(f"data mode {mode!r}: expected one of {', '.join(DATA_MODES)}")
+    if not repeat:
+        if mode == "resampled":
+            raise ValueError("the resampled data mode is endless: it needs repeat=True")
+        return "exact"
+    if mode == "auto":
+        return "resampled" if num_shards < readers else "exact"
+    return mode
+
+
+def resampled_warning(num_shards: int, readers: int) -> str:
+    return (f"{num_shards} shard(s) for {readers} readers (processes x DataLoader workers): data mode 'resampled' "
+            "(each reader draws whole shards with replacement; epochs are nominal). Write more shards than readers, "
+            "or set the data mode to 'exact' (readers then split shards by sample, reading only their own members)")
+
+
+def too_few_samples(patterns, world_size: int, num_workers: int, mode: str = "auto") -> str | None:
+    """Why R processes x W workers cannot all read from these shards in the exact mode (fewer samples than
+    readers), or None (also None in the resampled mode, where any reader can draw any shard)."""
     urls = expand_urls(patterns)
     n = max(1, world_size) * max(1, num_workers)
-    if len(urls) >= n:
+    if len(urls) >= n or resolve_mode(mode, len(urls), n) == "resampled":
         return None
     total = sum(count_samples(u) for u in urls)
     if total >= n:
         return None
-    return f"{total} samples for {world_size} process(es) x {max(1, num_workers)} DataLoader worker(s): every reader needs one; use fewer workers"
+    return (f"{total} samples for {world_size} process(es) x {max(1, num_workers)} DataLoader worker(s): every reader "
+            "needs one; use fewer workers (or the resampled data mode)")
 
 
 def batches_of_worker(consumed_batches: int, worker: int, num_workers: int) -> int:
@@ -159,58 +216,163 @@ def batches_of_worker(consumed_batches: int, worker: int, num_workers: int) -> i
     return 0 if consumed_batches <= worker else (consumed_batches - worker + w - 1) // w
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Samples [start, stop) of shard `url`, read in data epoch `epoch` (exact mode; in the resampled mode
+    the reader's round), `tag` names that visit for the per-sample random draws."""
+
+    epoch: int
+    url: str
+    start: int
+    stop: int
+    tag: str
+
+
+@dataclass(frozen=True)
+class ReaderPlan:
+    """What one reader reads in one round (its 'epoch'): pieces of shards, in order."""
+
+    mode: str
+    pieces: tuple[Piece, ...]
+
+    def __len__(self) -> int:
+        return sum(p.stop - p.start for p in self.pieces)
+
+    @property
+    def urls(self) -> list[str]:
+        return [p.url for p in self.pieces]
+
+    def drop(self, k: int) -> "ReaderPlan":
+        """The plan without its first k samples (nothing of them is read)."""
+        out = []
+        for p in self.pieces:
+            n = p.stop - p.start
+            if k >= n:
+                k -= n
+                continue
+            out.append(Piece(p.epoch, p.url, p.start + k, p.stop, p.tag))
+            k = 0
+        return ReaderPlan(self.mode, tuple(out))
+
+
 class ShardStream(torch.utils.data.IterableDataset):
-    """The samples of WebDataset shards, split between the processes of a distributed run and their
-    DataLoader workers (`curate.shards.split_for_reader`: disjoint, every sample once per epoch), in an
-    order that depends only on (seed, epoch, reader): shard order shuffled per epoch with a seed every
-    process shares, then a shuffle buffer of `shuffle` raw samples. Each sample also gets its own random
-    generator from (seed, epoch, key) for the random choices made when it is decoded (clip window,
+    """The samples of WebDataset shards, split between the R processes of a distributed run and their W
+    DataLoader workers (n = R x W readers; reader = rank x W + worker), in an order that depends only on
+    (seed, round, reader). Two data modes (`mode`; 'auto': resampled when shards < readers, else exact):
+
+    - exact: the shards of data epoch e, in an order shuffled per epoch with a seed every process shares
+      (when `shuffle`), are one sequence of N samples; epochs follow each other into an endless sequence S.
+      Each reader reads rounds of L = N // n samples: in round k reader r takes the contiguous positions
+      [(k n + r) L, (k n + r + 1) L) of S. All readers have the same round length, so readers consuming
+      batches in lockstep (what a DataLoader and synchronous ranks do) never drift: what all readers have
+      read after k rounds is the first k n L samples of S, i.e. every sample exactly once per data epoch
+      over any number of epochs (a round may end in the next epoch). A reader reads only its positions:
+      whole shards, or with fewer shards than readers (or at range ends) a range of a shard's samples,
+      found from the tar headers and read by seek (`index_shard`, `read_samples`). Needs N >= n.
+      A single pass (repeat=False) splits epoch 0 into n ranges of N // n or N // n + 1 samples.
+    - resampled (as OpenCLIP's --dataset-resampled, for many nodes): each reader draws whole shards with
+      replacement, max(1, shards // n) draws per round, from its own seeded generator, and streams each
+      drawn shard once per draw. Epochs are nominal; no sample count has to fit the readers.
+
+    A shuffle buffer of `shuffle` raw samples mixes each round of a reader. Each sample gets its own random
+    generator from (seed, epoch or draw, key) for the random choices made when it is decoded (clip window,
     posterior noise), so a run can restart at any batch: `start_batches` batches already consumed per
-    process are skipped without decoding (whole epochs are skipped by counting tar headers).
+    process are skipped (whole rounds by counting tar headers, a partial round by seeking when there is no
+    shuffle buffer, else by reading and dropping up to one round).
 
     Subclasses turn a raw sample (dict of member bytes + `__key__`) into a training item in `decode` (None:
     skip that sample, e.g. an unusable segment the subclass has logged).
     Set `log_dir` to append every yielded key to `keys-rank{r}-worker{w}.jsonl` there (split checks)."""
 
     def __init__(self, patterns, shuffle: int = 0, repeat: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, batch_size: int = 1, start_batches: int = 0, log_dir: str | None = None):
+                 world_size: int = 1, batch_size: int = 1, start_batches: int = 0, log_dir: str | None = None,
+                 mode: str = "auto"):
         self.urls = expand_urls(patterns)
         if not self.urls:
             raise FileNotFoundError(f"no shards match {patterns!r}")
-        self.shuffle, self.repeat, self.seed = shuffle, repeat, seed
+        if mode not in DATA_MODES:
+            raise ValueError(f"data mode {mode!r}: expected one of {', '.join(DATA_MODES)}")
+        self.shuffle, self.repeat, self.seed, self.mode = shuffle, repeat, seed, mode
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.start_batches, self.log_dir = start_batches, log_dir
-        self._counts: dict[str, int] = {}
+        self._index: dict[str, list] = {}
 
     # ---------------------------------------------------------------------------------- ordering
 
-    def epoch_split(self, epoch: int, worker: int, num_workers: int) -> ReaderSplit:
+    def index(self, url: str) -> list:
+        if url not in self._index:
+            self._index[url] = index_shard(url)
+        return self._index[url]
+
+    def count(self, url: str) -> int:
+        return len(self.index(url))
+
+    def epoch_order(self, epoch: int) -> list[str]:
         urls = list(self.urls)
         if self.shuffle:
             random.Random(f"shards-{self.seed}-{epoch}").shuffle(urls)  # the same on every process
-        return split_for_reader(urls, self.rank, self.world_size, worker, num_workers)
+        return urls
 
-    def epoch_length(self, split: ReaderSplit) -> int:
-        for u in split.urls:
-            if u not in self._counts:
-                self._counts[u] = count_samples(u)
-        total = sum(self._counts[u] for u in split.urls)
-        return total if split.stride == 1 else len(range(split.offset, total, split.stride))
+    def positions(self, start: int, stop: int) -> list[Piece]:
+        """Positions [start, stop) of the endless exact-mode sequence S as pieces of shards."""
+        total = sum(self.count(u) for u in self.urls)
+        out: list[Piece] = []
+        p = start
+        while p < stop:
+            epoch, q = divmod(p, total)
+            base = 0
+            for u in self.epoch_order(epoch):
+                n = self.count(u)
+                if q < base + n:
+                    a = q - base
+                    b = min(n, a + (stop - p))
+                    out.append(Piece(epoch, u, a, b, str(epoch)))
+                    p += b - a
+                    q += b - a
+                    if p >= stop:
+                        break
+                base += n
+        return out
 
-    def raw_epoch(self, epoch: int, split: ReaderSplit, reader: int) -> Iterator[dict]:
-        """This reader's raw samples of one epoch, in order."""
+    def epoch_split(self, epoch: int, worker: int, num_workers: int) -> ReaderPlan:
+        """What reader (rank, worker) reads in its round `epoch`."""
+        n = max(1, self.world_size) * max(1, num_workers)
+        r = self.rank * max(1, num_workers) + worker
+        if not 0 <= r < n:
+            raise ValueError(f"reader {r} out of range for {self.world_size} processes x {num_workers} workers")
+        mode = resolve_mode(self.mode, len(self.urls), n, self.repeat)
+        if mode == "resampled":
+            draws = max(1, len(self.urls) // n)
+            pieces = []
+            for j in range(epoch * draws, (epoch + 1) * draws):
+                u = self.urls[random.Random(f"resampled-{self.seed}-{r}-{j}").randrange(len(self.urls))]
+                pieces.append(Piece(epoch, u, 0, self.count(u), f"r{r}d{j}"))
+            return ReaderPlan(mode, tuple(pieces))
+        total = sum(self.count(u) for u in self.urls)
+        if not self.repeat:
+            return ReaderPlan(mode, tuple(self.positions(r * total // n, (r + 1) * total // n)))
+        size = total // n
+        start = (epoch * n + r) * size
+        return ReaderPlan(mode, tuple(self.positions(start, start + size)))
 
-        def members():
-            for u in split.urls:
-                yield from stream_tar_members(u)
+    def epoch_length(self, split: ReaderPlan) -> int:
+        return len(split)
 
-        mine = (s for i, s in enumerate(group_samples(members())) if i % split.stride == split.offset)
+    def raw_epoch(self, epoch: int, split: ReaderPlan, reader: int) -> Iterator[dict]:
+        """This reader's raw samples of one round, in order (each with `__epoch__` and `__tag__`)."""
+
+        def mine():
+            for p in split.pieces:
+                for s in read_samples(p.url, self.index(p.url), p.start, p.stop):
+                    s["__epoch__"], s["__tag__"] = p.epoch, p.tag
+                    yield s
+
         if not self.shuffle:
-            yield from mine
+            yield from mine()
             return
         rng = random.Random(f"buffer-{self.seed}-{epoch}-{reader}")
         buf: list[dict] = []
-        for s in mine:
+        for s in mine():
             if len(buf) < self.shuffle:
                 buf.append(s)
                 continue
@@ -220,7 +382,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         rng.shuffle(buf)
         yield from buf
 
-    def sample_rng(self, epoch: int, key: str) -> random.Random:
+    def sample_rng(self, epoch, key: str) -> random.Random:
         return random.Random(f"sample-{self.seed}-{epoch}-{key}")
 
     def decode(self, raw: dict, rng: random.Random) -> dict:
@@ -238,41 +400,72 @@ class ShardStream(torch.utils.data.IterableDataset):
         start_batches % num_workers: each worker continues the stream of that rotated worker."""
         stream = (worker + self.start_batches) % num_workers
         reader = self.rank * num_workers + stream
+        readers = max(1, self.world_size) * max(1, num_workers)
+        if self.mode == "auto" and self.repeat and len(self.urls) < readers and self.rank == 0 and worker == 0:
+            log.warning(resampled_warning(len(self.urls), readers))
         skip = batches_of_worker(self.start_batches, stream, num_workers) * self.batch_size
-        log = None
+        log_file = None
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
-            log = open(os.path.join(self.log_dir, f"keys-rank{self.rank}-worker{worker}.jsonl"), "a")
-        epoch = 0
+            log_file = open(os.path.join(self.log_dir, f"keys-rank{self.rank}-worker{worker}.jsonl"), "a")
+        rnd = 0
         try:
             while True:
-                split = self.epoch_split(epoch, stream, num_workers)
-                if self.repeat or skip:
-                    n = self.epoch_length(split)
-                    if n == 0:
-                        raise ValueError(f"reader {reader} (rank {self.rank}, worker {worker}) has no samples in epoch {epoch}: "
-                                         "fewer samples than processes x DataLoader workers")
-                    if skip >= n:  # a whole epoch already consumed: skip it without reading
-                        skip, epoch = skip - n, epoch + 1
-                        continue
-                for raw in self.raw_epoch(epoch, split, reader):
+                split = self.epoch_split(rnd, stream, num_workers)
+                n = len(split)
+                if n == 0 and (self.repeat or skip):
+                    raise ValueError(f"reader {reader} (rank {self.rank}, worker {worker}) has no samples in round {rnd}: "
+                                     "fewer samples than processes x DataLoader workers (use the resampled data mode)")
+                if skip >= n and self.repeat:  # a whole round already consumed: skip it without reading
+                    skip, rnd = skip - n, rnd + 1
+                    continue
+                if skip and not self.shuffle:  # the rest of the consumed part: not read at all
+                    split, skip = split.drop(skip), 0
+                for raw in self.raw_epoch(rnd, split, reader):
                     if skip:
                         skip -= 1
                         continue
-                    item = self.decode(raw, self.sample_rng(epoch, raw["__key__"]))
+                    item = self.decode(raw, self.sample_rng(raw["__tag__"], raw["__key__"]))
                     if item is None:  # the subclass skipped an unusable sample (and said why)
                         continue
                     item["key"] = raw["__key__"]
-                    if log:
-                        log.write(json.dumps({"epoch": epoch, "key": raw["__key__"], "rank": self.rank, "worker": worker}) + "\n")
-                        log.flush()
+                    if log_file:
+                        log_file.write(json.dumps({"epoch": raw["__epoch__"], "round": rnd, "key": raw["__key__"],
+                                                   "rank": self.rank, "worker": worker}) + "\n")
+                        log_file.flush()
                     yield item
                 if not self.repeat:
                     return
-                epoch += 1
+                rnd += 1
         finally:
-            if log:
-                log.close()
+            if log_file:
+                log_file.close()
+
+
+def data_plan(patterns, world_size: int = 1, num_workers: int = 1, mode: str = "auto", repeat: bool = True) -> dict:
+    """How the shards are shared by the readers of a run (for dry runs and logs): the resolved mode, shard and
+    sample counts (from tar headers), samples per reader round and shards (or shard pieces) per reader."""
+    urls = expand_urls(patterns)
+    if not urls:
+        raise FileNotFoundError(f"no shards match {patterns!r}")
+    n = max(1, world_size) * max(1, num_workers)
+    resolved = resolve_mode(mode, len(urls), n, repeat)
+    ds = ShardStream(urls, mode=resolved, repeat=repeat, world_size=world_size)
+    samples = sum(ds.count(u) for u in urls)
+    plan = {"mode": resolved, "shards": len(urls), "samples": samples, "readers": n, "processes": world_size,
+            "workers_per_process": num_workers}
+    if resolved == "resampled":
+        plan.update(draws_per_round=max(1, len(urls) // n), warning=resampled_warning(len(urls), n) if mode == "auto" else None)
+    else:
+        pieces = []
+        if samples >= n:
+            for r in range(n):
+                ds.rank = r // max(1, num_workers)
+                pieces.append(len(ds.epoch_split(0, r % max(1, num_workers), num_workers).pieces))
+        plan.update(samples_per_reader_round=samples // n if repeat else -(-samples // n),
+                    shard_pieces_per_reader=[min(pieces), max(pieces)] if pieces else None,
+                    error=None if samples >= n else too_few_samples(urls, world_size, num_workers, "exact"))
+    return plan
 
 
 class ShardClips(ShardStream):
@@ -342,5 +535,5 @@ def collate(items: list[dict]) -> dict:
     return out
 
 
-__all__ = ["ClipSpec", "ShardStream", "ShardClips", "LatentClips", "make_clip", "clip_from_sample", "draw_latents",
+__all__ = ["ClipSpec", "DATA_MODES", "ShardStream", "data_plan", "ShardClips", "LatentClips", "make_clip", "clip_from_sample", "draw_latents",
            "audioldm2_mel", "collate"]

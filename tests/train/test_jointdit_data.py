@@ -43,35 +43,35 @@ def test_split_for_reader_shards_or_samples():
 @pytest.mark.parametrize("sizes", [[3, 1, 2, 2, 1], [4, 3, 2]], ids=["more-shards-than-readers", "fewer-shards"])
 @pytest.mark.parametrize("shuffle", [0, 3])
 def test_every_sample_once_per_epoch_over_ranks_and_workers(tmp_path, sizes, shuffle):
+    """Exact mode, one round per reader (N // readers samples each): disjoint between readers; over two
+    rounds a new order. (Several epochs: tests/train/test_data_modes.py.)"""
     urls = key_shards(tmp_path, sizes)
-    everything = {f"s{i}k{j}" for i, n in enumerate(sizes) for j in range(n)}
-    per_epoch: list[Counter] = [Counter(), Counter()]
+    total = sum(sizes)
+    seen: Counter = Counter()
     orders = {}
     for rank in range(2):
-        ds = KeyStream(urls, shuffle=shuffle, seed=7, rank=rank, world_size=2)
+        ds = KeyStream(urls, shuffle=shuffle, seed=7, rank=rank, world_size=2, mode="exact")
         for worker in range(2):
             it = ds.iter_reader(worker, 2)
             n = ds.epoch_length(ds.epoch_split(0, worker, 2))
-            assert n > 0
+            assert n == total // 4
             first = [next(it)["key"] for _ in range(n)]
-            n1 = ds.epoch_length(ds.epoch_split(1, worker, 2))
-            second = [next(it)["key"] for _ in range(n1)]
-            per_epoch[0].update(first)
-            per_epoch[1].update(second)
+            second = [next(it)["key"] for _ in range(ds.epoch_length(ds.epoch_split(1, worker, 2)))]
+            seen.update(first)
             orders[rank, worker] = (first, second)
-    for c in per_epoch:  # disjoint between readers, all samples, each once
-        assert set(c) == everything and max(c.values()) == 1
+    assert len(seen) == 4 * (total // 4) and max(seen.values()) == 1  # disjoint
     if shuffle:  # a new order (and, with shard splitting, new shards per reader) each epoch
         assert any(a != b for a, b in orders.values())
 
 
-def test_restart_position_matches_the_uninterrupted_loader(tmp_path):
+@pytest.mark.parametrize("mode,shuffle", [("exact", 4), ("exact", 0), ("resampled", 4)])
+def test_restart_position_matches_the_uninterrupted_loader(tmp_path, mode, shuffle):
     """Two DataLoader workers, batch 2: a loader restarted after 5 batches yields what the uninterrupted
     one yielded from batch 5 on (keys and per-sample random draws), across an epoch boundary."""
     urls = key_shards(tmp_path, [3, 4, 2, 3])
 
     def batches(start, n):
-        ds = KeyStream(urls, shuffle=4, seed=1, rank=1, world_size=2, batch_size=2, start_batches=start)
+        ds = KeyStream(urls, shuffle=shuffle, seed=1, rank=1, world_size=2, batch_size=2, start_batches=start, mode=mode)
         dl = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=lambda x: x)
         it = iter(dl)
         return [[(s["key"], s["draw"]) for s in next(it)] for _ in range(n)]
@@ -149,17 +149,13 @@ def test_epochs_draw_new_clips_and_latents_from_one_cached_segment(long_segment_
     assert torch.equal(again["video_latents"], a["video_latents"]) and again["clip_index"] == a["clip_index"]
 
 
-def test_too_few_samples_for_the_readers_is_a_one_line_error(tmp_path, capsys):
+def test_too_few_samples_for_the_readers_is_a_one_line_error(tmp_path):
     from train.data import too_few_samples
-    from train.jointdit import cli
 
     urls = key_shards(tmp_path, [2, 1])
-    assert too_few_samples(urls, 1, 3) is None and too_few_samples(urls, 2, 1) is None
-    assert "3 samples for 2 process(es) x 2 DataLoader worker(s)" in too_few_samples(urls, 2, 2)
-    assert cli(["--shards", str(tmp_path / "*.tar"), "--num-workers", "4", "--out-dir", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == ("error: 3 samples for 1 process(es) x 4 DataLoader worker(s): "
-                                               "every reader needs one; use fewer workers")
-    assert not (tmp_path / "r").exists()
+    assert too_few_samples(urls, 1, 3, "exact") is None and too_few_samples(urls, 2, 1, "exact") is None
+    assert "3 samples for 2 process(es) x 2 DataLoader worker(s)" in too_few_samples(urls, 2, 2, "exact")
+    assert too_few_samples(urls, 2, 2) is None  # auto: fewer shards than readers is the resampled mode
 
 
 def test_cache_latents_cli_errors(tmp_path, capsys):
