@@ -280,13 +280,17 @@ class ShardStream(torch.utils.data.IterableDataset):
     process are skipped (whole rounds by counting tar headers, a partial round by seeking when there is no
     shuffle buffer, else by reading and dropping up to one round).
 
+    The exact mode needs every shard's sample count (tar headers: 512 bytes per member, read with 16 threads,
+    once per process; give `num_workers` to count in the constructor, before a DataLoader forks its
+    workers, so that they share the counts). A sample `decode` skips (None) shortens its reader's round.
+
     Subclasses turn a raw sample (dict of member bytes + `__key__`) into a training item in `decode` (None:
     skip that sample, e.g. an unusable segment the subclass has logged).
     Set `log_dir` to append every yielded key to `keys-rank{r}-worker{w}.jsonl` there (split checks)."""
 
     def __init__(self, patterns, shuffle: int = 0, repeat: bool = True, seed: int = 0, rank: int = 0,
                  world_size: int = 1, batch_size: int = 1, start_batches: int = 0, log_dir: str | None = None,
-                 mode: str = "auto"):
+                 mode: str = "auto", num_workers: int | None = None):
         self.urls = expand_urls(patterns)
         if not self.urls:
             raise FileNotFoundError(f"no shards match {patterns!r}")
@@ -295,17 +299,45 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.shuffle, self.repeat, self.seed, self.mode = shuffle, repeat, seed, mode
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.start_batches, self.log_dir = start_batches, log_dir
-        self._index: dict[str, list] = {}
+        self._counts: dict[str, int] = {}
+        self._index: dict[str, list] = {}  # member offsets of the few shards being read (see `index`)
+        self.num_workers = num_workers
+        if num_workers is not None and resolve_mode(mode, len(self.urls), max(1, world_size) * max(1, num_workers),
+                                                    repeat) == "exact":
+            self.count_all()  # here, before a DataLoader forks its workers: they inherit the counts
 
     # ---------------------------------------------------------------------------------- ordering
 
+    INDEX_CACHE = 4
+    """Shards whose member offsets a reader keeps (its current pieces; counts are kept for every shard)."""
+
     def index(self, url: str) -> list:
+        """The member offsets of a shard (tar headers; a few recent shards are kept)."""
         if url not in self._index:
+            while len(self._index) >= self.INDEX_CACHE:
+                self._index.pop(next(iter(self._index)))
             self._index[url] = index_shard(url)
+            self._counts[url] = len(self._index[url])
         return self._index[url]
 
     def count(self, url: str) -> int:
-        return len(self.index(url))
+        if url not in self._counts:
+            self._counts[url] = len(self.index(url))
+        return self._counts[url]
+
+    def count_all(self, threads: int = 16) -> int:
+        """Count the samples of every shard (tar headers only, `threads` shards at a time, which hides the
+        latency of network storage); returns the total. Done once per process."""
+        todo = [u for u in self.urls if u not in self._counts]
+        if len(todo) > 1 and threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                for u, n in zip(todo, pool.map(count_samples, todo)):
+                    self._counts[u] = n
+        for u in todo:
+            self.count(u)
+        return sum(self._counts[u] for u in self.urls)
 
     def epoch_order(self, epoch: int) -> list[str]:
         urls = list(self.urls)
@@ -315,7 +347,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def positions(self, start: int, stop: int) -> list[Piece]:
         """Positions [start, stop) of the endless exact-mode sequence S as pieces of shards."""
-        total = sum(self.count(u) for u in self.urls)
+        total = self.count_all()
         out: list[Piece] = []
         p = start
         while p < stop:
@@ -348,7 +380,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                 u = self.urls[random.Random(f"resampled-{self.seed}-{r}-{j}").randrange(len(self.urls))]
                 pieces.append(Piece(epoch, u, 0, self.count(u), f"r{r}d{j}"))
             return ReaderPlan(mode, tuple(pieces))
-        total = sum(self.count(u) for u in self.urls)
+        total = self.count_all()
         if not self.repeat:
             return ReaderPlan(mode, tuple(self.positions(r * total // n, (r + 1) * total // n)))
         size = total // n
@@ -451,7 +483,7 @@ def data_plan(patterns, world_size: int = 1, num_workers: int = 1, mode: str = "
     n = max(1, world_size) * max(1, num_workers)
     resolved = resolve_mode(mode, len(urls), n, repeat)
     ds = ShardStream(urls, mode=resolved, repeat=repeat, world_size=world_size)
-    samples = sum(ds.count(u) for u in urls)
+    samples = ds.count_all()
     plan = {"mode": resolved, "shards": len(urls), "samples": samples, "readers": n, "processes": world_size,
             "workers_per_process": num_workers}
     if resolved == "resampled":

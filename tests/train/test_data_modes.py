@@ -181,6 +181,8 @@ def test_modes_and_messages(tmp_path):
         next(ds.iter_reader(1, 2))
     with pytest.raises(ValueError, match="data mode 'sometimes'"):
         KeyStream(urls, mode="sometimes")
+    assert not KeyStream(urls, world_size=2, num_workers=2)._counts  # resampled: nothing counted up front
+    assert KeyStream(urls, world_size=1, num_workers=2)._counts == {urls[0]: 2, urls[1]: 1}  # exact: counted here
     plan = data_plan(urls, world_size=2, num_workers=2)
     assert plan["mode"] == "resampled" and plan["samples"] == 3 and plan["readers"] == 4 and plan["warning"]
     plan = data_plan(urls, world_size=1, num_workers=2)
