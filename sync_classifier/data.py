@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from curate.media import DecodeConfig, DecodedVideo, MediaError, decode_video
+from train.data import ShardStream
 
 from .audio import log_mel
 from .config import ClipSpec
@@ -134,23 +135,26 @@ class InstanceStream(torch.utils.data.IterableDataset):
     """Endless training instances (21 offsets) from synthetic videos, a video folder, or shards.
 
     Synthetic: video i is `make_family_video(seed * 10**6 + i, families[i % len])` (seeds below
-    EVAL_SEED_BASE); i counts from `start`, split over ranks x workers. Folder / shards: streamed, never
-    decoded as a whole: each pass lists the files (video paths, or shard files), shuffles them with a
-    seed of (seed, pass), gives every rank x worker its share, decodes one video (or one shard) at a
-    time, draws the center uniformly where all offsets fit, and mixes instances in a buffer of
-    `shuffle_buffer` before yielding. `skip` videos of this part's first pass are passed over without
-    decoding (resume: the run continues its pass where it stopped, give or take the buffer).
+    EVAL_SEED_BASE); i counts from `start`, split over ranks x workers. Folder: streamed, never decoded
+    as a whole: each pass lists the video files, shuffles them with a seed of (seed, pass), gives every
+    rank x worker its share and decodes one video at a time; `skip` videos of this part's first pass are
+    passed over without decoding (resume: the run continues its pass where it stopped, give or take the
+    buffer). Shards: segments split between readers by `train.data.ShardStream` (`data_mode` 'auto':
+    resampled when there are fewer shards than ranks x workers, else exact: every segment once per epoch,
+    a reader reads only its own segments). Either way the center is drawn uniformly where all offsets
+    fit, and instances are mixed in a buffer of `shuffle_buffer` before yielding.
     """
 
     def __init__(self, spec: ClipSpec, offsets: np.ndarray, source: str = "synthetic", path=None,
                  seed: int = 0, start: int = 0, synthetic_fps: float = 24.0,
                  families: tuple[str, ...] = ("flash",), real_media: str = "", rank: int = 0, world_size: int = 1,
-                 shuffle_buffer: int = 8, skip: int = 0):
+                 shuffle_buffer: int = 8, skip: int = 0, data_mode: str = "auto"):
         super().__init__()
         self.spec, self.offsets, self.source, self.path = spec, np.asarray(offsets), source, path
         self.seed, self.start, self.synthetic_fps = seed, start, synthetic_fps
         self.families, self.real_media = tuple(families), real_media
         self.rank, self.world_size, self.shuffle_buffer, self.skip = rank, world_size, max(1, shuffle_buffer), skip
+        self.data_mode = data_mode
         self.need = required_duration(len(offsets), float(abs(offsets[1] - offsets[0])), spec)
 
     def __iter__(self):
@@ -171,9 +175,12 @@ class InstanceStream(torch.utils.data.IterableDataset):
                                          audio_rate=self.spec.audio_rate, media=media)
                 yield make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec)
                 i += parts
-        files = list_videos(self.path) if self.source == "videos" else list(self.path)
+        if self.source == "shards":
+            yield from self._shard_instances(wid, nw, rng)
+            return
+        files = list_videos(self.path)
         if not files:
-            raise RuntimeError(f"no {'videos' if self.source == 'videos' else 'shards'} in {self.path}")
+            raise RuntimeError(f"no videos in {self.path}")
         buf: list = []
         epoch, skip = 0, self.skip
         while True:
@@ -182,9 +189,7 @@ class InstanceStream(torch.utils.data.IterableDataset):
             if skip:
                 mine, skip = mine[skip:], max(0, skip - len(mine))
             n = 0
-            gen = (iter_folder(self.path, self.spec, self.need, paths=mine) if self.source == "videos"
-                   else iter_shards(mine, self.spec, self.need))
-            for _, v in gen:
+            for _, v in iter_folder(self.path, self.spec, self.need, paths=mine):
                 n += 1
                 buf.append(make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec))
                 if len(buf) >= self.shuffle_buffer:
@@ -192,3 +197,45 @@ class InstanceStream(torch.utils.data.IterableDataset):
             epoch += 1
             if n == 0 and not buf and epoch > 1:
                 raise RuntimeError(f"no usable sounding videos (>= {self.need:.1f} s with audio) in {self.path}")
+
+    def _shard_instances(self, wid: int, nw: int, rng):
+        """Shards: segments read as `train.data.ShardStream` splits them (`data_mode`: exact, or resampled
+        when there are fewer shards than readers), each decoded once and cut into an instance."""
+        half = self.need / 2
+        reader = ShardSegments(list(self.path), self.spec, self.need, seed=self.seed, rank=self.rank,
+                               world_size=self.world_size, mode=self.data_mode, shuffle_shards=True)
+        buf: list = []
+        for item in reader.iter_reader(wid, nw):
+            v = item["video"]
+            buf.append(make_instance(v, rng.uniform(half, v.duration - half), self.offsets, self.spec))
+            if len(buf) >= self.shuffle_buffer:
+                yield buf.pop(int(rng.integers(len(buf))))
+
+
+class ShardSegments(ShardStream):
+    """Usable segments (>= `need` s with audio) of curated shards, decoded at the classifier's size, split
+    between readers by `train.data.ShardStream`. Unusable or undecodable segments are logged and skipped;
+    RuntimeError when none of the shards' samples is usable."""
+
+    def __init__(self, urls, spec: ClipSpec, need: float, **kw):
+        super().__init__(urls, **kw)
+        self.spec, self.need = spec, need
+        self.tried = self.usable = 0
+
+    def decode(self, raw: dict, rng) -> dict | None:
+        from curate.shards import decode_sample
+
+        self.tried += 1
+        cfg = DecodeConfig(short_side=self.spec.image_size, max_fps=1000.0, audio_rate=self.spec.audio_rate)
+        report: dict = {}
+        try:
+            v = _usable(raw["__key__"], decode_sample(raw, cfg).video, self.need, report)
+        except Exception as e:  # noqa: BLE001 - one bad segment must not stop training
+            v, report["skipped"] = None, [(raw["__key__"], f"unreadable: {type(e).__name__}: {e}")]
+        if v is None:
+            log.warning("skipping segment %s: %s", *report["skipped"][0])
+            if not self.usable and self.tried >= self.count_all():
+                raise RuntimeError(f"no usable sounding videos (>= {self.need:.1f} s with audio) in {len(self.urls)} shard(s)")
+            return None
+        self.usable += 1
+        return {"video": v}

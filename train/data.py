@@ -274,7 +274,8 @@ class ShardStream(torch.utils.data.IterableDataset):
       replacement, max(1, shards // n) draws per round, from its own seeded generator, and streams each
       drawn shard once per draw. Epochs are nominal; no sample count has to fit the readers.
 
-    A shuffle buffer of `shuffle` raw samples mixes each round of a reader. Each sample gets its own random
+    A shuffle buffer of `shuffle` raw samples mixes each round of a reader (`shuffle_shards`: shuffle the
+    shard order per epoch; default: when `shuffle` > 0). Each sample gets its own random
     generator from (seed, epoch or draw, key) for the random choices made when it is decoded (clip window,
     posterior noise), so a run can restart at any batch: `start_batches` batches already consumed per
     process are skipped (whole rounds by counting tar headers, a partial round by seeking when there is no
@@ -290,13 +291,14 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def __init__(self, patterns, shuffle: int = 0, repeat: bool = True, seed: int = 0, rank: int = 0,
                  world_size: int = 1, batch_size: int = 1, start_batches: int = 0, log_dir: str | None = None,
-                 mode: str = "auto", num_workers: int | None = None):
+                 mode: str = "auto", num_workers: int | None = None, shuffle_shards: bool | None = None):
         self.urls = expand_urls(patterns)
         if not self.urls:
             raise FileNotFoundError(f"no shards match {patterns!r}")
         if mode not in DATA_MODES:
             raise ValueError(f"data mode {mode!r}: expected one of {', '.join(DATA_MODES)}")
         self.shuffle, self.repeat, self.seed, self.mode = shuffle, repeat, seed, mode
+        self.shuffle_shards = bool(shuffle) if shuffle_shards is None else shuffle_shards
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.start_batches, self.log_dir = start_batches, log_dir
         self._counts: dict[str, int] = {}
@@ -341,7 +343,7 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     def epoch_order(self, epoch: int) -> list[str]:
         urls = list(self.urls)
-        if self.shuffle:
+        if self.shuffle_shards:
             random.Random(f"shards-{self.seed}-{epoch}").shuffle(urls)  # the same on every process
         return urls
 
