@@ -250,3 +250,34 @@ def test_docs_stand_alone(name):
     for p in paths:
         text = p.read_text()
         assert "/work/" not in text and "../shared" not in text, p
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped (but - and _), spaces to -."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    return re.sub(r"\s", "-", re.sub(r"[^\w\- ]", "", text))
+
+
+def test_relative_links_and_anchors_resolve():
+    bad = []
+    for p in doc_files():
+        text = re.sub(r"```.*?```", "", p.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (p.parent / path).resolve() if path else p
+            if not dest.exists():
+                bad.append(f"{p.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md":
+                slugs = {_slug(h) for h in re.findall(r"^#+ (.*)$", dest.read_text(), re.M)}
+                if anchor not in slugs:
+                    bad.append(f"{p.relative_to(REPO)}: {target} (no such heading)")
+    assert not bad, "\n".join(bad)
+
+
+def test_guides_stay_short():
+    """Guides (README and docs/*.md) stay readable in one sitting; experiment records go to docs/measurements/."""
+    long = {str(p.relative_to(REPO)): n for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+            if (n := len(p.read_text().splitlines())) > 250}
+    assert not long, f"over 250 lines (move records to docs/measurements/ or split the page): {long}"
