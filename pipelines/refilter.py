@@ -22,7 +22,7 @@ from common.cli import UsageError, add_config_arguments, run_main, settings_help
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines.refilter", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder of a finished `pipelines.curate` run")
+    p.add_argument("--out", help="output folder of a finished `pipelines.curate` run (required)")
     p.add_argument("--min-segments-per-class", type=int, help="class balance threshold (0 disables)")
     p.add_argument("--no-recut", action="store_true", help="fail instead of re-cutting segments that were not staged")
     add_config_arguments(p, example="pixel_diff.max=0.12")
@@ -47,6 +47,8 @@ def _main(argv: list[str] | None) -> int:
     if args.help_config:
         print(settings_help(CurateConfig))
         return 0
+    if not args.out:
+        build_parser().error("the following arguments are required: --out")
     saved = Path(args.out) / "work" / "config.json"
     if not saved.is_file():
         raise UsageError(f"{saved} not found: is --out a finished curation run?")

@@ -128,6 +128,14 @@ def test_refilter_mistakes(one_video, tmp_path, capsys):
     assert "every one of the" in error_line(capsys)
 
 
+def test_refilter_help_config_needs_no_run_folder(capsys):
+    assert refilter(["--help-config"]) == 0
+    assert "decode.short_side" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        refilter([])
+    assert e.value.code == 2 and "required: --out" in capsys.readouterr().err
+
+
 def test_make_sample_help_writes_nothing(monkeypatch, capsys):
     import importlib.util
 
