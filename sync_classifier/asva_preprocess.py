@@ -98,7 +98,7 @@ def asva_mel(wave: torch.Tensor, rate: int, spec: ClipSpec = ClipSpec()) -> torc
     start = (x.shape[1] - n) // 2 if x.shape[1] > n else 0
     x = x[:, start:start + n]
     x = x - x.mean()
-    return log_mel(x[0], spec)
+    return log_mel(x[0], spec, remove_mean=False)
 
 
 # -- frames -----------------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ class PSync(ModelStage):
     dtype: str = "float32"
     batch_size: int = 32
     """Requests (clips) per forward pass; each request scores 3 + 3 shifted pairs."""
+    preprocess: str = "auto"
+    """How the clips are cut: "auto" (the checkpoint's: "asva" for the authors' released layout, else
+    "native"), "native" (from the decoded video) or "asva" (from the source file as the authors' loader;
+    needs the video's source["path"]). The curation's own filters (e.g. the amplitude one) are unaffected."""
     random_preset: str = "small"
     """Model size built with random init when no checkpoint is used (--allow-random-weights)."""
     allow_random_weights: bool = False
@@ -85,6 +89,8 @@ class PSync(ModelStage):
 
     def check(self) -> None:
         super().check()
+        if self.preprocess not in ("auto", "native", "asva"):
+            raise StageUnavailable(f"stage 'psync': preprocess={self.preprocess!r}: expected auto, native or asva")
         if self.random_weights:
             self.checkpoint_path, self.training_data, self.curation_grade = None, "none (random init)", False
             return
@@ -126,10 +132,10 @@ class PSync(ModelStage):
             from sync_classifier.model import SyncClassifier
 
             model = SyncClassifier(PRESETS[self.random_preset]().model)
-            self._scorer = SyncScorer.from_model(model, device=self._device, dtype=self._dtype)
+            self._scorer = SyncScorer.from_model(model, device=self._device, dtype=self._dtype, preprocess=self.preprocess)
         else:
             path, _ = resolve_sync_checkpoint(self.checkpoint)
-            self._scorer = SyncScorer.from_pretrained(path, device=self._device, dtype=self._dtype)
+            self._scorer = SyncScorer.from_pretrained(path, device=self._device, dtype=self._dtype, preprocess=self.preprocess)
 
     def score_batch(self, items: Sequence[tuple[DecodedVideo, Sequence[Window]]]) -> list[dict[str, np.ndarray]]:
         requests = [(video, 0.5 * (w.start + w.end)) for video, ws in items for w in ws]
