@@ -70,6 +70,12 @@ def test_mel_of_stereo_44k_matches_their_waveform_to_melspectrogram(gold, inputs
     _check_digest(gold, "mel_direct", asva_mel(w, 44100)[None], MEL_TOL)
 
 
+def test_mel_of_a_pure_tone_matches_theirs_in_the_quiet_bins(gold, script):
+    """High bins of a 150 Hz tone over 1e-5 noise sit near the log floor, where FFT rounding shows: the
+    fbank must compute in Kaldi's order (float32 filters, hann_window, one 2-D product)."""
+    _check_digest(gold, "mel_tone", asva_mel(script.quiet_tone(), 16000)[None], MEL_TOL)
+
+
 def test_test_loader_clips_match_theirs(gold, inputs):
     """Two clips from their test loader: nearest frames (the frame exactly at the first time is skipped by
     their seek), 30 x 46 frames bicubic-resized with the long side truncated, stereo audio in codec frames

@@ -60,11 +60,13 @@ def test_psync_under_asva_scores_the_shifted_clips_cut_from_the_file(authors_ckp
 
 def test_evaluate_uses_the_authors_cut_for_their_checkpoint(authors_ckpt, video_file, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["--checkpoint", str(authors_ckpt), "--videos", str(video_file.parent), "--json", str(out)]) == 0
+    assert main(["--checkpoint", str(authors_ckpt), "--videos", str(video_file.parent), "--json", str(out),
+                 "num_offsets=5", "min_offsets=3"]) == 0
     res = json.loads(out.read_text())
-    assert res["preprocess"] == "asva" and res["n"] == 1 and res["offsets_used"] == {"31": 1}
+    assert res["preprocess"] == "asva" and res["n"] == 1 and res["offsets_used"] == {"5": 1}
     assert "preprocess asva" in capsys.readouterr().out
-    assert main(["--checkpoint", str(authors_ckpt), "--synthetic", "1", "--families", "motion", "--json", str(out)]) == 0
+    assert main(["--checkpoint", str(authors_ckpt), "--synthetic", "1", "--families", "motion", "--json", str(out),
+                 "num_offsets=3", "min_offsets=3", "synthetic_duration=2.2"]) == 0
     res = json.loads(out.read_text())
     assert res["preprocess"] == "native" and "needs video files" in res["preprocess_note"]
     assert main(["--checkpoint", str(authors_ckpt), "--synthetic", "1", "preprocess=asva"]) == 2
