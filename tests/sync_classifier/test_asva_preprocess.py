@@ -84,3 +84,20 @@ def test_relsync_inputs_and_phi_of_files(authors_ckpt, video_file):
     np.testing.assert_allclose(phi, scorer.phi_inputs(v[None], m[None]), atol=1e-6)
     with pytest.raises(ValueError, match="preprocess=asva"):
         phi_of_files(load_scorer(str(authors_ckpt), preprocess="native"), [video_file], [1.0])
+
+
+def test_psync_stage_passes_its_preprocess_option(tmp_path):
+    pytest.importorskip("curate.filters.psync")
+    from curate.stage import StageUnavailable, build_stage
+    from sync_classifier.config import PRESETS
+    from sync_classifier.model import SyncClassifier
+
+    SyncClassifier(PRESETS["tiny"]().model, training_data="vggss").save_pretrained(tmp_path / "sync")
+    bad = build_stage("psync", {"checkpoint": str(tmp_path / "sync"), "device": "cpu", "preprocess": "bicubic"})
+    with pytest.raises(StageUnavailable, match="preprocess='bicubic'"):
+        bad.check()
+    for mode, want in (("auto", "native"), ("asva", "asva")):
+        stage = build_stage("psync", {"checkpoint": str(tmp_path / "sync"), "device": "cpu", "preprocess": mode})
+        stage.check()
+        stage.setup()
+        assert stage._scorer.preprocess == want
