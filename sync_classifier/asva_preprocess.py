@@ -210,8 +210,8 @@ def audio_frame_interleaved(frame) -> np.ndarray:
     ch = len(frame.layout.channels)
     fmt = frame.format
     if a.dtype.kind in "iu":
-        bits = 8 * a.dtype.itemsize
-        a = a.astype(np.float64) / float(2 ** (bits - 1)) if a.dtype.kind == "i" else (a.astype(np.float64) - 2 ** (bits - 1)) / 2 ** (bits - 1)
+        half = float(2 ** (8 * a.dtype.itemsize - 1))
+        a = a.astype(np.float64) / half if a.dtype.kind == "i" else (a.astype(np.float64) - half) / half
     a = a.astype(np.float32)
     if fmt.is_planar:
         return np.ascontiguousarray(a.T)  # [channels, samples] -> [samples, channels]

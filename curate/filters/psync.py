@@ -36,8 +36,19 @@ def checkpoint_training_data(path: Path) -> str:
     try:
         value = json.loads((Path(path) / "config.json").read_text()).get("training_data")
     except (OSError, ValueError):
-        value = None
+        value = "vggss" if _authors_layout(Path(path)) else None  # the authors' released VGGSS classifier
     return str(value) if value else "unknown"
+
+
+def _authors_layout(path: Path) -> bool:
+    """Is `path` the authors' released classifier (audio_encoder/, video_encoder/, head/ modules)?"""
+    from sync_classifier.asva import find_asva_modules
+
+    try:
+        find_asva_modules(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | None]:
@@ -49,7 +60,10 @@ def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | 
     for c in candidates:
         if (c / "config.json").is_file() and any((c / n).is_file() for n in ("model.safetensors", "model.pt")):
             return c, None
-    return None, f"no sync classifier checkpoint (config.json + model.safetensors) at {checkpoint!r}"
+        if c.is_dir() and _authors_layout(c):  # loaded with preprocess "auto" -> the authors' cut ("asva")
+            return c, None
+    return None, (f"no sync classifier checkpoint (config.json + model.safetensors, or the authors' modules "
+                  f"layout) at {checkpoint!r}")
 
 
 @register_stage

@@ -101,3 +101,13 @@ def test_psync_stage_passes_its_preprocess_option(tmp_path):
         stage.check()
         stage.setup()
         assert stage._scorer.preprocess == want
+
+
+def test_psync_stage_takes_the_authors_checkpoint_with_their_cut(authors_ckpt, video_file):
+    from curate.stage import build_stage
+
+    stage = build_stage("psync", {"checkpoint": str(authors_ckpt), "device": "cpu"})
+    stage.check()
+    assert stage.provenance()["training_data"] == "vggss" and stage.curation_grade
+    stage.setup()
+    assert stage._scorer.preprocess == "asva"
