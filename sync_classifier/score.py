@@ -90,7 +90,9 @@ class SyncScorer:
 
     def phi(self, audio: np.ndarray | torch.Tensor, video: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """audio float [B, samples at spec.audio_rate for spec.duration] (shorter is zero-padded);
-        video uint8 [B, T, H, W, 3] RGB, any H, W (resized + center-cropped) -> phi [B] (float32)."""
+        video uint8 [B, T, H, W, 3] RGB, any H, W (resized + center-cropped) -> phi [B] (float32).
+        These are already-cut clips, so this is the native preprocessing whatever `preprocess` says;
+        the authors' cut needs the file (`phi_inputs` on `asva_preprocess` clips)."""
         a = self._encode_audio(audio, batch_size)
         v = self._encode_video(video, batch_size)
         return self._head(a, v).numpy()
