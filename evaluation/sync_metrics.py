@@ -7,6 +7,10 @@
 - P_Align = mean over generated frames 2..N of exp(IA_f) / (exp(IA_ref,1) + exp(IA_f)), IA_f = ImageBind
   cos(generated frame f, generated audio), IA_ref,1 = cos(reference first frame, reference audio).
 - AlignSync = RelSync * P_Align.
+
+Inputs of phi: with the authors' released classifier (`preprocess` "auto" -> "asva") a clip is cut from
+the file as their evaluation does (`sync_inputs`: first frame at or after each time, square crop,
+bilinear 256 then bicubic 224, CLIP normalisation; their audio path); "native" uses this project's cut.
 """
 
 from __future__ import annotations
@@ -29,16 +33,44 @@ def p_align(ia_generated_frames: np.ndarray, ia_reference_first: float) -> float
     return float(np.mean(sigmoid(np.asarray(ia_generated_frames, np.float64) - float(ia_reference_first))))
 
 
-def load_scorer(checkpoint: str, device: str = "cpu"):
-    """The sync classifier as a SyncScorer; FileNotFoundError naming the folder when it is missing."""
+def load_scorer(checkpoint: str, device: str = "cpu", preprocess: str = "auto"):
+    """The sync classifier as a SyncScorer (this project's checkpoint or the authors' `modules` layout);
+    FileNotFoundError naming the folder when it is missing."""
     from pathlib import Path
 
     from sync_classifier.score import SyncScorer
 
-    if not (Path(checkpoint) / "config.json").is_file():
-        raise FileNotFoundError(f"sync classifier checkpoint {checkpoint!r} not found (a folder with config.json + "
-                                f"model.safetensors, as sync_classifier.train writes)")
-    return SyncScorer.from_pretrained(checkpoint, device=device)
+    p = Path(checkpoint)
+    if not (p / "config.json").is_file():
+        from sync_classifier.asva import find_asva_modules
+
+        try:
+            find_asva_modules(p)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"sync classifier checkpoint {checkpoint!r} not found (a folder with config.json + "
+                                    f"model.safetensors, as sync_classifier.train writes, or the authors' "
+                                    f"audio_encoder/, video_encoder/, head/ modules)") from None
+    return SyncScorer.from_pretrained(checkpoint, device=device, preprocess=preprocess)
 
 
-__all__ = ["sigmoid", "relsync", "p_align", "load_scorer"]
+def sync_inputs(path, start: float | None = None, spec=None):
+    """(video [3, 12, 224, 224], mel [1, 128, 204]) of the 2 s clip of a file from `start` (None: the
+    middle of min(video, audio duration)), as the authors' RelSync / AlignSync evaluation cuts it."""
+    from sync_classifier.asva import asva_spec
+    from sync_classifier.asva_preprocess import relsync_clip
+
+    return relsync_clip(path, start, spec or asva_spec())
+
+
+def phi_of_files(scorer, paths, starts) -> np.ndarray:
+    """phi [n] of clips of files under the scorer's preprocessing "asva" (`sync_inputs`)."""
+    import torch
+
+    if scorer.preprocess != "asva":
+        raise ValueError("phi_of_files cuts clips as the authors' evaluation (preprocess=asva); this scorer uses "
+                         f"{scorer.preprocess!r}: use SyncScorer.phi on decoded clips")
+    vids, mels = zip(*(sync_inputs(p, s, scorer.spec) for p, s in zip(paths, starts)))
+    return scorer.phi_inputs(torch.stack(vids), torch.stack(mels))
+
+
+__all__ = ["sigmoid", "relsync", "p_align", "load_scorer", "sync_inputs", "phi_of_files"]

@@ -15,8 +15,9 @@ each a `config.json` (`_class_name` AudioConv2DNet / VideoR2Plus1DNet / FCHead) 
 `asva_key_map` is that renaming (tested to be complete and one-to-one against a state dict built
 with their names and shapes). Their preprocessing, kept in the returned model's ClipSpec: frames
 resized (short side, bicubic, antialiased) to 224 and center-cropped, normalised with CLIP's mean /
-std; 12 frames at 6 fps (each the nearest decoded frame); audio 2 s at 16 kHz -> ImageBind Kaldi fbank
-128 x 204, (x + 4.268) / 9.138 — what `sync_classifier.audio.log_mel` computes. Encoders average-pool
+std; 12 frames at 6 fps; audio 2 s at 16 kHz -> ImageBind Kaldi fbank 128 x 204, (x + 4.268) / 9.138.
+The spec says `preprocess="asva"`: clips are cut from files as their loader does (nearest decoded
+frame, full-size decode, their audio path; see sync_classifier/asva_preprocess.py). Encoders average-pool
 (no projection, no embedding norm); the head sees [a, v].
 """
 
@@ -39,7 +40,8 @@ HEAD_MAP = {"fc.0.": "fc_in.", "fc.3.": "mlp.1.", "fc.6.": "mlp.3."}
 
 def asva_spec() -> ClipSpec:
     """The authors' clip preprocessing (224 px bicubic + CLIP normalisation, 128 x 204 fbank)."""
-    return ClipSpec(image_size=224, n_mels=128, video_mean=CLIP_MEAN, video_std=CLIP_STD, resize="bicubic")
+    return ClipSpec(image_size=224, n_mels=128, video_mean=CLIP_MEAN, video_std=CLIP_STD, resize="bicubic",
+                    preprocess="asva")
 
 
 def to_ours(part: str, key: str) -> str:

@@ -18,33 +18,33 @@ import torch
 from .config import ClipSpec
 
 
-def _mel(f):
-    return 1127.0 * torch.log1p(f / 700.0)
-
-
 @lru_cache(maxsize=8)
 def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: int, low_freq: float = 20.0) -> torch.Tensor:
-    """[n_mels, n_fft // 2 + 1] triangular filters in the mel domain (Kaldi `get_mel_banks`)."""
+    """[n_mels, n_fft // 2 + 1] triangular filters in the mel domain (Kaldi `get_mel_banks`), computed
+    in float32 in the order torchaudio's Kaldi compliance code does (its low-power log-mel bins are
+    sensitive to the filters' last bits)."""
     nyquist = 0.5 * sample_rate
-    num_fft_bins = n_fft // 2
     fft_bin_width = sample_rate / n_fft
-    mel_low, mel_high = _mel(torch.tensor(low_freq, dtype=torch.float64)), _mel(torch.tensor(nyquist, dtype=torch.float64))
+    mel_low, mel_high = 1127.0 * math.log(1.0 + low_freq / 700.0), 1127.0 * math.log(1.0 + nyquist / 700.0)
     delta = (mel_high - mel_low) / (n_mels + 1)
-    b = torch.arange(n_mels, dtype=torch.float64).unsqueeze(1)
-    left, center, right = mel_low + b * delta, mel_low + (b + 1) * delta, mel_low + (b + 2) * delta
-    mel = _mel(fft_bin_width * torch.arange(num_fft_bins, dtype=torch.float64)).unsqueeze(0)
+    b = torch.arange(n_mels).unsqueeze(1)
+    left, center, right = mel_low + b * delta, mel_low + (b + 1.0) * delta, mel_low + (b + 2.0) * delta
+    mel = (1127.0 * (1.0 + (fft_bin_width * torch.arange(n_fft // 2)) / 700.0).log()).unsqueeze(0)
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
-    banks = torch.clamp(torch.minimum(up, down), min=0.0)
-    return torch.nn.functional.pad(banks, (0, 1)).float()  # Nyquist bin gets weight 0, as Kaldi
+    banks = torch.max(torch.zeros(1), torch.min(up, down))
+    return torch.nn.functional.pad(banks.float(), (0, 1))  # Nyquist bin gets weight 0, as Kaldi
 
 
-def log_mel(wave: torch.Tensor, spec: ClipSpec = ClipSpec()) -> torch.Tensor:
-    """wave float [..., samples] at spec.audio_rate -> normalised log-mel [..., 1, n_mels, mel_frames]."""
+def log_mel(wave: torch.Tensor, spec: ClipSpec = ClipSpec(), remove_mean: bool = True) -> torch.Tensor:
+    """wave float [..., samples] at spec.audio_rate -> normalised log-mel [..., 1, n_mels, mel_frames].
+    remove_mean=False: the caller has already removed it (the authors' path removes the mean over all
+    channels before taking channel 0)."""
     wave = torch.as_tensor(wave, dtype=torch.float32)
     lead = wave.shape[:-1]
     x = wave.reshape(-1, wave.shape[-1])
-    x = x - x.mean(dim=-1, keepdim=True)
+    if remove_mean:
+        x = x - x.mean(dim=-1, keepdim=True)
     win = int(round(spec.audio_rate * spec.frame_length_ms / 1000.0))
     hop = int(round(spec.audio_rate * spec.frame_shift_ms / 1000.0))
     if x.shape[-1] < win:
@@ -53,12 +53,15 @@ def log_mel(wave: torch.Tensor, spec: ClipSpec = ClipSpec()) -> torch.Tensor:
     frames = frames - frames.mean(dim=-1, keepdim=True)
     prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
     frames = frames - 0.97 * prev
-    n = torch.arange(win, dtype=torch.float32)
-    window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / (win - 1))
+    window = torch.hann_window(win, periodic=False, dtype=torch.float32)  # Kaldi "hanning"
     n_fft = 1 << (win - 1).bit_length()
-    power = torch.fft.rfft(frames * window, n=n_fft).abs().pow(2)  # [N, F, n_fft/2+1]
+    frames = torch.nn.functional.pad(frames * window, (0, n_fft - win))
+    power = torch.fft.rfft(frames).abs().pow(2.0)  # [N, F, n_fft/2+1]
     banks = kaldi_mel_banks(spec.n_mels, n_fft, spec.audio_rate)
-    mel = torch.matmul(power, banks.T).clamp_min(torch.finfo(torch.float32).eps).log()  # [N, F, n_mels]
+    # one 2-D product per wave, as Kaldi: quiet high bins are rounding noise of the FFT, so the op
+    # order decides their last bits and those show in the log
+    mel = torch.stack([torch.mm(p, banks.T) for p in power])
+    mel = torch.max(mel, torch.tensor(torch.finfo(torch.float32).eps)).log()  # [N, F, n_mels]
     mel = mel.transpose(-1, -2)  # [N, n_mels, F]
     t = mel.shape[-1]
     if t < spec.mel_frames:

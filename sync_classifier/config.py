@@ -35,6 +35,10 @@ class ClipSpec:
     """Per-channel std (Kinetics; the authors' classifier: CLIP's (0.26862954, 0.26130258, 0.27577711))."""
     resize: str = "bilinear"
     """Interpolation of the short-side resize: "bilinear" or "bicubic" (the authors' code), antialiased."""
+    preprocess: str = "native"
+    """How clips are cut from a file: "native" (this project's decode to image_size, frame on screen,
+    mono 16 kHz) or "asva" (the authors' code: full-size decode, nearest frame, bicubic in float, their
+    audio path; sync_classifier/asva_preprocess.py). Checkpoints in the authors' layout load as "asva"."""
 
     @property
     def num_samples(self) -> int:

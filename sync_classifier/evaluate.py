@@ -15,6 +15,12 @@ correct if it is within +-5 steps (+-0.2 s) of the truth.
 - protocol "all": every audio clip against the K video clips (a2v) and every video clip against the
   K audio clips (v2a), averaged. Chance: 32.4 % (fewer correct positions near the ends).
 
+Preprocessing (`preprocess`): "auto" (default) uses the checkpoint's: the authors' released layout cuts
+the clips from each file as their loader does ("asva": nearest decoded frame, full-size bicubic, their
+audio path; the clips centred on the middle of min(video, audio duration)); this project's checkpoints
+use "native". "asva" needs --videos (files); with shards or synthetic videos "auto" falls back to
+"native" and says so in the result.
+
 Both are computed and printed, each with its chance level. A video needs (K - 1) * 0.04 + 2 = 3.2 s.
 Shorter ones (curated segments are often exactly 3.0 s) use the largest odd K that fits, down to
 `min_offsets` (3.0 s -> K = 25, +-0.48 s, chance 44 % for "asva"); the K used per video and the
@@ -77,6 +83,8 @@ class EvalConfig:
     """First synthetic seed (>= 1e9: never drawn in training)."""
     synthetic_fps: float = 24.0
     synthetic_duration: float = 4.0
+    preprocess: str = "auto"
+    """"auto" (the checkpoint's: "asva" for the authors' layout, else "native"), "asva" or "native"."""
     threads: int = 0
     """torch threads (0 = torch's default)."""
     device: str = "cpu"
@@ -121,6 +129,27 @@ def phi_matrix(model: SyncClassifier, video: DecodedVideo, center: float, offset
     return model.head.pairwise(a[None], v[None])[0].float().cpu()
 
 
+def asva_duration(path) -> float:
+    """min(video, audio duration) of a file, as the authors' loader measures it (stream metadata)."""
+    from .asva_preprocess import AsvaReader
+
+    r = AsvaReader(path)
+    return min(r.video_duration, r.audio_duration) if r.has_audio else 0.0
+
+
+@torch.no_grad()
+def phi_matrix_asva(model: SyncClassifier, path, center: float, offsets: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """[K, K] phi with the clips cut from the file as the authors' loader does (preprocess=asva)."""
+    from .asva_preprocess import asva_clips
+
+    video, mel = asva_clips(path, center + np.asarray(offsets) - model.spec.duration / 2, model.spec)
+    dev = next(model.parameters()).device
+    dt = next(model.parameters()).dtype
+    a = torch.cat([model.encode_audio(m.to(dev, dt)) for m in mel.split(chunk)])
+    v = torch.cat([model.encode_video(x.to(dev, dt)) for x in video.split(chunk)])
+    return model.head.pairwise(a[None], v[None])[0].float().cpu()
+
+
 def scores(phi: torch.Tensor, tolerance: int) -> dict:
     """{protocol: (a2v, v2a)} for one [K, K] phi matrix."""
     k = phi.shape[0]
@@ -136,9 +165,10 @@ def scores(phi: torch.Tensor, tolerance: int) -> dict:
 @torch.no_grad()
 def evaluate_model(model: SyncClassifier, videos: Iterable[tuple[str, DecodedVideo]], num_offsets: int = EVAL_OFFSETS,
                    step: float = EVAL_STEP, tolerance: int = EVAL_TOLERANCE, report: dict | None = None,
-                   protocol: str = "asva", min_offsets: int = 13) -> dict:
+                   protocol: str = "asva", min_offsets: int = 13, preprocess: str = "native") -> dict:
     """Mean accuracies of both protocols over the videos (each around its middle), their chance levels
-    (averaged over the K used per video), and `acc_a2v` / `acc_v2a` of `protocol`."""
+    (averaged over the K used per video), and `acc_a2v` / `acc_v2a` of `protocol`. preprocess="asva":
+    each video's name is its file, cut as the authors' loader does."""
     was_training = model.training
     model.eval()
     per = {p: [] for p in PROTOCOLS}
@@ -149,19 +179,25 @@ def evaluate_model(model: SyncClassifier, videos: Iterable[tuple[str, DecodedVid
             if report is not None:
                 report.setdefault("skipped", []).append((name, "no audio"))
             continue
-        k = offsets_that_fit(v.duration, model.spec, num_offsets, step, min_offsets)
+        duration = asva_duration(name) if preprocess == "asva" else v.duration
+        k = offsets_that_fit(duration, model.spec, num_offsets, step, min_offsets)
         if k == 0:
             need = (min_offsets - 1) * step + model.spec.duration
             if report is not None:
                 report.setdefault("skipped", []).append((name, f"too short ({v.duration:.2f} s < {need:.2f} s for {min_offsets} offsets)"))
             continue
         used[k] += 1
-        s = scores(phi_matrix(model, v, v.duration / 2, clip_offsets(k, step)), tolerance)
+        if preprocess == "asva":
+            phi = phi_matrix_asva(model, name, duration / 2, clip_offsets(k, step))
+        else:
+            phi = phi_matrix(model, v, v.duration / 2, clip_offsets(k, step))
+        s = scores(phi, tolerance)
         for p in PROTOCOLS:
             per[p].append(s[p])
             chance[p].append(chance_level(k, tolerance, p))
     model.train(was_training)
-    out = {"n": sum(used.values()), "offsets_used": {str(k): n for k, n in sorted(used.items())}, "protocol": protocol}
+    out = {"n": sum(used.values()), "offsets_used": {str(k): n for k, n in sorted(used.items())}, "protocol": protocol,
+           "preprocess": preprocess}
     for p in PROTOCOLS:
         arr = np.asarray(per[p]) if per[p] else np.full((1, 2), np.nan)
         out[p] = {"acc_a2v": float(arr[:, 0].mean()), "acc_v2a": float(arr[:, 1].mean()),
@@ -206,10 +242,23 @@ def run(cfg: EvalConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     spec = model.spec
+    from .asva_preprocess import resolve_preprocess
+
+    try:
+        preprocess = resolve_preprocess(cfg.preprocess, spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    note = ""
+    if preprocess == "asva" and not cfg.videos:
+        if cfg.preprocess == "asva":
+            raise UsageError("preprocess=asva cuts clips from video files: give --videos DIR (or preprocess=native)")
+        preprocess, note = "native", "the checkpoint's asva preprocessing needs video files; shards / synthetic use native"
     kw = dict(num_offsets=cfg.num_offsets, step=cfg.offset_step, tolerance=cfg.tolerance, protocol=cfg.protocol,
-              min_offsets=cfg.min_offsets)
+              min_offsets=cfg.min_offsets, preprocess=preprocess)
     report: dict = {}
-    res: dict = {"checkpoint": str(cfg.checkpoint), "training_data": model.training_data}
+    res: dict = {"checkpoint": str(cfg.checkpoint), "training_data": model.training_data, "preprocess": preprocess}
+    if note:
+        res["preprocess_note"] = note
     if cfg.synthetic:
         res["families"] = {}
         for fam in cfg.families:
@@ -229,6 +278,7 @@ def run(cfg: EvalConfig) -> dict:
         res["source"] = cfg.videos or cfg.shards
     res["skipped"] = report.get("skipped", [])
     res["protocol"] = cfg.protocol
+    res["preprocess"] = preprocess
     res["settings"] = f"{cfg.num_offsets} offsets, {cfg.offset_step} s steps, correct within +-{cfg.tolerance} steps"
     return res
 
@@ -237,7 +287,9 @@ def print_result(res: dict, cfg: EvalConfig) -> None:
     for name, why in res["skipped"]:
         print(f"skipped {name}: {why}")
     print(f"{res['n']} videos ({len(res['skipped'])} skipped) from {res['source']}; checkpoint {res['checkpoint']} "
-          f"(training data: {res['training_data']})")
+          f"(training data: {res['training_data']}; preprocess {res.get('preprocess', 'native')})")
+    if res.get("preprocess_note"):
+        print(f"note: {res['preprocess_note']}")
     if "offsets_used" in res and res["offsets_used"]:
         print("offsets used per video: " + ", ".join(f"K={k}: {n}" for k, n in res["offsets_used"].items()))
     if "families" in res:

@@ -36,8 +36,19 @@ def checkpoint_training_data(path: Path) -> str:
     try:
         value = json.loads((Path(path) / "config.json").read_text()).get("training_data")
     except (OSError, ValueError):
-        value = None
+        value = "vggss" if _authors_layout(Path(path)) else None  # the authors' released VGGSS classifier
     return str(value) if value else "unknown"
+
+
+def _authors_layout(path: Path) -> bool:
+    """Is `path` the authors' released classifier (audio_encoder/, video_encoder/, head/ modules)?"""
+    from sync_classifier.asva import find_asva_modules
+
+    try:
+        find_asva_modules(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | None]:
@@ -49,7 +60,10 @@ def resolve_sync_checkpoint(checkpoint: str | None) -> tuple[Path | None, str | 
     for c in candidates:
         if (c / "config.json").is_file() and any((c / n).is_file() for n in ("model.safetensors", "model.pt")):
             return c, None
-    return None, f"no sync classifier checkpoint (config.json + model.safetensors) at {checkpoint!r}"
+        if c.is_dir() and _authors_layout(c):  # loaded with preprocess "auto" -> the authors' cut ("asva")
+            return c, None
+    return None, (f"no sync classifier checkpoint (config.json + model.safetensors, or the authors' modules "
+                  f"layout) at {checkpoint!r}")
 
 
 @register_stage
@@ -71,6 +85,10 @@ class PSync(ModelStage):
     dtype: str = "float32"
     batch_size: int = 32
     """Requests (clips) per forward pass; each request scores 3 + 3 shifted pairs."""
+    preprocess: str = "auto"
+    """How the clips are cut: "auto" (the checkpoint's: "asva" for the authors' released layout, else
+    "native"), "native" (from the decoded video) or "asva" (from the source file as the authors' loader;
+    needs the video's source["path"]). The curation's own filters (e.g. the amplitude one) are unaffected."""
     random_preset: str = "small"
     """Model size built with random init when no checkpoint is used (--allow-random-weights)."""
     allow_random_weights: bool = False
@@ -85,6 +103,8 @@ class PSync(ModelStage):
 
     def check(self) -> None:
         super().check()
+        if self.preprocess not in ("auto", "native", "asva"):
+            raise StageUnavailable(f"stage 'psync': preprocess={self.preprocess!r}: expected auto, native or asva")
         if self.random_weights:
             self.checkpoint_path, self.training_data, self.curation_grade = None, "none (random init)", False
             return
@@ -126,10 +146,10 @@ class PSync(ModelStage):
             from sync_classifier.model import SyncClassifier
 
             model = SyncClassifier(PRESETS[self.random_preset]().model)
-            self._scorer = SyncScorer.from_model(model, device=self._device, dtype=self._dtype)
+            self._scorer = SyncScorer.from_model(model, device=self._device, dtype=self._dtype, preprocess=self.preprocess)
         else:
             path, _ = resolve_sync_checkpoint(self.checkpoint)
-            self._scorer = SyncScorer.from_pretrained(path, device=self._device, dtype=self._dtype)
+            self._scorer = SyncScorer.from_pretrained(path, device=self._device, dtype=self._dtype, preprocess=self.preprocess)
 
     def score_batch(self, items: Sequence[tuple[DecodedVideo, Sequence[Window]]]) -> list[dict[str, np.ndarray]]:
         requests = [(video, 0.5 * (w.start + w.end)) for video, ws in items for w in ws]
