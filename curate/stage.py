@@ -102,39 +102,41 @@ class Stage:
         and the windows of the call, in halves), down to one window before the error is raised."""
         t0 = time.perf_counter()
         todo = [(v, list(ws)) for v, ws in items if len(ws)]
-        self._score_halving(todo, None, timer)
+        if todo:
+            self._score_halving(todo, timer)
         if timer is not None:
             timer.seconds += time.perf_counter() - t0
             timer.windows += sum(len(ws) for _, ws in todo)
             timer.videos += len(items)
 
-    def _score_halving(self, todo: list[tuple[DecodedVideo, list[Window]]], limit: int | None,
-                       timer: StageTimer | None) -> None:
-        if not todo:
-            return
+    def _score_halving(self, todo: list[tuple[DecodedVideo, list[Window]]], timer: StageTimer | None) -> None:
         saved = getattr(self, "batch_size", None)
-        if limit is not None and isinstance(saved, int):
-            self.batch_size = max(1, min(saved, limit))
+        has_size = isinstance(saved, int) and not isinstance(saved, bool)
+        size = sum(len(ws) for _, ws in todo)
+        if has_size:
+            size = min(size, saved)
+        pending = [todo]
         try:
-            results = self.score_batch(todo)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            n = sum(len(ws) for _, ws in todo)
-            size = min(n, self.batch_size if isinstance(saved, int) else n)
-            if size <= 1:
-                raise
-            _free_gpu_cache()
-            if timer is not None:
-                timer.oom_halvings += 1
-            half = max(1, size // 2)
-            for chunk in _chunks(todo, half):
-                self._score_halving(chunk, half, timer)
-            return
+            while pending:
+                chunk = pending.pop(0)
+                try:
+                    results = self.score_batch(chunk)
+                except Exception as e:
+                    cur = min(size, sum(len(ws) for _, ws in chunk))
+                    if not is_out_of_memory(e) or cur <= 1:
+                        raise
+                    size = cur // 2  # this call's batch from now on, the chunk that failed and the rest
+                    if has_size:
+                        self.batch_size = size
+                    if timer is not None:
+                        timer.oom_halvings += 1
+                    _free_gpu_cache()
+                    pending = list(_chunks([pair for c in [chunk, *pending] for pair in c], size))
+                    continue
+                self._store(chunk, results)
         finally:
-            if isinstance(saved, int):
+            if has_size:
                 self.batch_size = saved
-        self._store(todo, results)
 
     def _store(self, todo, results) -> None:
         for (_, ws), res in zip(todo, results):

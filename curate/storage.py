@@ -20,10 +20,13 @@ def is_uri(path: str | os.PathLike) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-def _fs(uri: str):
+def _fs(uri: str, fresh: bool = False):
+    """The fsspec filesystem of a URI; `fresh`: forget cached listings (other nodes write there too)."""
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(uri)
+    if fresh:
+        fs.invalidate_cache()
     return fs
 
 
@@ -36,13 +39,13 @@ def join(base: str | os.PathLike, *parts: str) -> str:
 
 def exists(path: str | os.PathLike) -> bool:
     if is_uri(path):
-        return _fs(str(path)).exists(str(path))
+        return _fs(str(path), fresh=True).exists(str(path))
     return Path(path).exists()
 
 
 def is_file(path: str | os.PathLike) -> bool:
     if is_uri(path):
-        return _fs(str(path)).isfile(str(path))
+        return _fs(str(path), fresh=True).isfile(str(path))
     return Path(path).is_file()
 
 
@@ -123,11 +126,11 @@ def remove(path: str | os.PathLike) -> None:
 def listdir_files(path: str | os.PathLike, suffix: str = "") -> list[str]:
     """Files directly in folder `path` whose name ends with `suffix`, sorted (full paths / URIs)."""
     if is_uri(path):
-        fs = _fs(str(path))
+        fs = _fs(str(path), fresh=True)
         if not fs.exists(str(path)):
             return []
         proto = str(path).split("://", 1)[0]
-        names = fs.ls(str(path), detail=True, refresh=True)
+        names = fs.ls(str(path), detail=True)
         return sorted(f"{proto}://{e['name']}" for e in names if e["type"] == "file" and e["name"].endswith(suffix))
     p = Path(path)
     return sorted(str(q) for q in p.glob(f"*{suffix}") if q.is_file()) if p.is_dir() else []
@@ -136,7 +139,7 @@ def listdir_files(path: str | os.PathLike, suffix: str = "") -> list[str]:
 def find_files(root: str | os.PathLike, suffix: str = "") -> list[str]:
     """Every file under `root` (recursively) whose name ends with `suffix`, sorted."""
     if is_uri(root):
-        fs = _fs(str(root))
+        fs = _fs(str(root), fresh=True)
         proto = str(root).split("://", 1)[0]
         return sorted(f"{proto}://{p}" for p in fs.find(str(root)) if p.endswith(suffix))
     r = Path(root)
@@ -146,7 +149,7 @@ def find_files(root: str | os.PathLike, suffix: str = "") -> list[str]:
 def walk_videos(root: str, extensions: set[str]) -> list[str]:
     """Video files under `root` (a folder or one file, path or URI), sorted by path."""
     if is_uri(root):
-        fs = _fs(root)
+        fs = _fs(root, fresh=True)
         if fs.isfile(root):
             return [root]
         proto = root.split("://", 1)[0]
