@@ -204,6 +204,11 @@ def test_object_storage_with_a_killed_driver_and_a_killed_actor(cluster, s3_vide
     statuses = storage.find_files(storage.join(out, "work", "videos"), ".status.json")
     assert len(statuses) == N_VIDEOS
     assert not storage.find_files(storage.join(out, "work", "probe"))
+    # re-applying the same thresholds in the bucket rebuilds the same outputs
+    from pipelines.refilter import main as refilter
+
+    assert refilter(["--out", out]) == 0
+    _assert_all_ok_and_equal(reference, _local_copy(out, tmp_path / "copy2"))
 
 
 def test_a_node_that_cannot_write_out_stops_the_run_before_any_work(cluster, s3_videos, tmp_path, capsys):
