@@ -237,3 +237,25 @@ def test_a_node_that_cannot_write_out_stops_the_run_before_any_work(cluster, s3_
     finally:
         c.remove_node(bad)
     assert ray.is_initialized()
+
+
+def test_a_video_out_of_attempts_fails_with_the_reason_and_a_resume_retries_it(cluster, videos, tmp_path):
+    """runner.max_attempts=1: the videos in flight on the killed actor fail, saying why and after how many
+    attempts, marked retryable; the same command again processes exactly those and ends like a clean run."""
+    reference = tmp_path / "reference"
+    run(_cfg(videos, reference, "runner.kind=local"), progress=False)
+    out = tmp_path / "out"
+    thread, box = _run_in_thread(_cfg(videos, out, *RAY, "runner.max_attempts=1"))
+    _kill_actor_when(cluster, out, 2, thread)
+    thread.join(timeout=300)
+    assert "error" not in box, box.get("error")
+    inputs = pq.read_table(out / "inputs.parquet").to_pandas()
+    failed = inputs[inputs.status == "failed"]
+    assert len(failed) >= 1 and failed.retryable.all() and (failed.attempts == 1).all()
+    assert failed.error.str.contains(r"worker error \(actor (?:died|restarting), after 1 attempts\)").all(), failed.error
+    from curate.runner import plan_run
+
+    plan = plan_run(_cfg(videos, out, *RAY))
+    assert sorted(d.inp.video_id for d in plan.todo) == sorted(failed.video_id) and plan.retried == len(failed)
+    run(_cfg(videos, out, *RAY), progress=False)
+    _assert_all_ok_and_equal(reference, out)

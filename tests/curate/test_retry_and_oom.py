@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,53 @@ def test_a_video_whose_stage_runs_out_of_memory_on_one_window_fails_alone(monkey
     run_stage_on_items(OneBad(), its, cascade=False)
     assert its[0].status == "failed" and "OutOfMemoryError" in its[0].error
     assert its[1].status == "ok" and all("greedy" in w.scores for w in its[1].windows)
+
+
+def test_a_resume_retries_transient_failures_and_retry_failed_every_failure(tmp_path):
+    """Status records of an earlier run: a transient failure is processed again by a plain rerun, a
+    deterministic one only with `retry_failed`; finished videos never."""
+    import json
+
+    from curate import synthetic as syn
+    from curate.config import load_config
+    from curate.runner import plan_run, run
+    from curate.video_task import WorkDir
+
+    src = tmp_path / "src"
+    for i in range(3):
+        syn.write_video(src / f"v{i}_000000.mp4", syn.bouncing_video(3.5, seed=i)[0])
+    base = ["runner.kind=local", "balance.min_segments_per_class=0", "report=false"]
+    out = tmp_path / "out"
+    run(load_config(None, base, src=str(src), out=str(out)), progress=False)
+    work = WorkDir(out)
+    for vid, retryable in (("v0_000000", True), ("v1_000000", False)):
+        p = Path(work.status_path(vid))
+        st = json.loads(p.read_text())
+        st.update(status="failed", error="worker error (actor died, after 3 attempts): ActorDiedError", attempts=3,
+                  retryable=retryable)
+        p.write_text(json.dumps(st))
+    plan = plan_run(load_config(None, base, src=str(src), out=str(out)))
+    assert [d.inp.video_id for d in plan.todo] == ["v0_000000"] and plan.retried == 1
+    assert "1 failed before, tried again" in plan.describe()
+    again = load_config(None, base + ["retry_failed=true"], src=str(src), out=str(out))
+    assert [d.inp.video_id for d in plan_run(again).todo] == ["v0_000000", "v1_000000"]
+    stats = run(again, progress=False).stats
+    assert stats["videos"]["ok"] == 3 and stats["videos"]["failed"] == 0
+
+
+def test_a_decode_error_is_deterministic_and_a_storage_error_transient(tmp_path, monkeypatch):
+    from curate import video_task
+    from curate.config import CurateConfig
+    from curate.records import VideoInput
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video\n" * 20)
+    item = video_task.decode_and_window(VideoInput(str(bad), "bad"), CurateConfig())
+    assert item.status == "failed" and not item.retryable  # the same bytes fail the same way: never retried
+
+    def unreachable(*a, **k):
+        raise ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(video_task, "decode_video", unreachable)
+    item = video_task.decode_and_window(VideoInput("s3://bucket/v.mp4", "v"), CurateConfig())
+    assert item.status == "failed" and item.retryable and "ConnectionError" in item.error
