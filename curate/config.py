@@ -53,6 +53,9 @@ class RunnerConfig:
     actor_max_restarts: int = -1
     """Restarts of a model actor whose process dies (-1: always; each death also costs the videos in flight
     on it one attempt, so a crash that repeats still ends)."""
+    actor_wait_s: float = 900.0
+    """Longest wait for a model stage with no live actor (all restarting, or no node left that fits one)
+    before the videos left are recorded as failed (retryable: a rerun on a healed cluster takes them)."""
     probe_nodes: bool = True
     """On a multi-node cluster, check from every node that it sees --src and can write --out before any work."""
 

@@ -280,11 +280,10 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], p
 
     def actor_failed(job: _Job, e: BaseException) -> None:
         """Take the actor(s) behind an actor error out of dispatch until they answer again."""
-        import ray.exceptions as rex
-
-        if not isinstance(getattr(e, "cause", e) or e, rex.RayActorError) and not isinstance(e, rex.RayActorError):
+        cause = getattr(e, "cause", None) if isinstance(e, ray.exceptions.RayTaskError) else e
+        if not isinstance(cause, ray.exceptions.RayActorError):
             return
-        aid = getattr(e, "actor_id", None)
+        aid = getattr(cause, "actor_id", None)
         hits = [(si, ai) for si, ai in job.used if pools[si].index_of(aid) == ai] or job.used
         for si, ai in hits:
             if pools[si].mark_down(ai):
@@ -316,7 +315,20 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], p
             pool.down[ai] = 0.0
             progress.restart()
 
+    stalled_since: float | None = None
     while queue or jobs:
+        if can_submit():
+            stalled_since = None
+        elif stalled_since is None:
+            stalled_since = time.monotonic()
+        elif time.monotonic() - stalled_since > cfg.runner.actor_wait_s:
+            # no actor of some stage came back (e.g. no node left with its resources): give up on what is left,
+            # each video recorded as failed for a transient reason, so a rerun on a healed cluster takes it
+            why = f"no live model actor for {cfg.runner.actor_wait_s:.0f} s"
+            log.error("%s; the %d videos left are recorded as failed (retryable)", why, len(queue) + len(jobs))
+            for job in [*jobs.values(), *(_Job(inp, attempt) for inp, attempt in queue)]:
+                failed(job, why, None, True)
+            return
         while queue and can_submit() and len(jobs) + group <= max(max_in_flight, group):
             submit([queue.popleft() for _ in range(min(group, len(queue)))])
         now = time.monotonic()
