@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -167,19 +168,42 @@ def check_nodes(cfg: CurateConfig) -> None:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return
+    token = uuid.uuid4().hex.encode()
+    folder = storage.join(cfg.out, "work", "probe")
+    token_path = storage.join(folder, token.decode() + ".driver")
+    try:
+        storage.write_bytes(token_path, token)
+    except Exception as e:
+        raise UsageError(f"cannot write --out {cfg.out}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     probe = ray.remote(num_cpus=0, max_retries=0)(storage.probe)
     refs = {probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
-        cfg.src, cfg.out): n for n in nodes}
-    for ref, node in refs.items():
+        cfg.src, cfg.out, token_path, token): n for n in nodes}
+    written, problems = [token_path], []
+    for ref, node in refs.items():  # every answer first, so that every probe file is removed
         try:
-            problem = ray.get(ref, timeout=300)
+            problem, mine = ray.get(ref, timeout=300)
         except Exception as e:
-            problem = f"could not run the storage probe: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            problem, mine = f"could not run the storage probe: {type(e).__name__}: {str(e).splitlines()[0][:200]}", None
+        if mine:
+            written.append(mine)
+            if not problem and storage.read_many([mine]).get(mine) != token:
+                problem = f"writes --out {cfg.out} where the driver does not see it (not shared storage)"
         if problem:
-            raise UsageError(
-                f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:8]}) {problem}; every node of the "
-                f"cluster must see --src and write --out (a shared filesystem or an object-storage URI such as "
-                f"s3://bucket/path; runner.probe_nodes=false skips this check)")
+            problems.append((node, problem))
+    for p in written:
+        storage.remove(p)
+    if not storage.is_uri(folder):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
+    if problems:
+        node, problem = problems[0]
+        more = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
+        raise UsageError(
+            f"node {node.get('NodeManagerAddress')} ({node['NodeID'][:8]}) {problem}{more}; every node of the "
+            f"cluster must see --src and write --out (a shared filesystem or an object-storage URI such as "
+            f"s3://bucket/path; runner.probe_nodes=false skips this check)")
 
 
 def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], progress) -> None:

@@ -160,18 +160,30 @@ def walk_videos(root: str, extensions: set[str]) -> list[str]:
     return [str(p) for p in sorted(p for p in r.rglob("*") if p.is_file() and p.suffix.lower() in extensions)]
 
 
-def probe(src: str, out: str) -> str | None:
-    """Run on a node: can it see `src` and write under `out`? None when it can, else what went wrong."""
+def probe(src: str, out: str, token_path: str, token: bytes) -> tuple[str | None, str | None]:
+    """Run on a node: does it see `src`, and the same `out` as the driver (the driver's `token` at
+    `token_path`), and can it write there? (problem or None, the file it wrote for the driver to read back)."""
     try:
         if not exists(src):
-            return f"cannot see --src {src}"
+            return f"cannot see --src {src}", None
     except Exception as e:
-        return f"cannot see --src {src}: {type(e).__name__}: {e}"
-    target = join(out, "work", "probe", f"{uuid.uuid4().hex}.txt")
+        return f"cannot see --src {src}: {_short(e)}", None
     try:
-        write_bytes(target, b"probe")
-        ok = read_bytes(target) == b"probe"
-        remove(target)
+        seen = read_bytes(token_path) if is_file(token_path) else None
     except Exception as e:
-        return f"cannot write --out {out}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return None if ok else f"cannot read back what it wrote under --out {out}"
+        return f"cannot read --out {out}: {_short(e)}", None
+    if seen != token:
+        return (f"does not see the driver's --out {out} (a folder of the same name on its own disk is not "
+                "shared)"), None
+    mine = join(posixpath.dirname(token_path) if is_uri(token_path) else str(Path(token_path).parent),
+                f"{uuid.uuid4().hex}.node")
+    try:
+        write_bytes(mine, token)
+    except Exception as e:
+        return f"cannot write --out {out}: {_short(e)}", None
+    return None, mine
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {msg}"

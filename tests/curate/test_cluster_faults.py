@@ -211,9 +211,10 @@ def test_object_storage_with_a_killed_driver_and_a_killed_actor(cluster, s3_vide
     _assert_all_ok_and_equal(reference, _local_copy(out, tmp_path / "copy2"))
 
 
-def test_a_node_that_cannot_write_out_stops_the_run_before_any_work(cluster, s3_videos, tmp_path, capsys):
-    """A node whose processes reach no object store (here: its raylet points at a closed port) fails the probe:
-    one `error:` line naming the node, exit code 2, nothing written."""
+def test_a_node_that_cannot_write_out_stops_the_run_before_any_work(cluster, videos, tmp_path, capsys):
+    """A node that sees --src (a folder every node has) but whose processes reach no object store for --out
+    (here: its raylet points at a closed port) fails the probe: one `error:` line naming the node and what it
+    cannot do, exit code 2, nothing written."""
     import ray
 
     from pipelines.curate import main as curate
@@ -228,10 +229,11 @@ def test_a_node_that_cannot_write_out_stops_the_run_before_any_work(cluster, s3_
     try:
         c.wait_for_nodes()
         out = "s3://bucket/probe-out"
-        rc = curate(["--src", s3_videos, "--out", out, "--address", c.address, "--no-progress", *SETTINGS, *RAY])
+        rc = curate(["--src", str(videos), "--out", out, "--address", c.address, "--no-progress", *SETTINGS, *RAY])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2
-        assert err[-1].startswith(f"error: node {bad.node_ip_address} ({bad.node_id[:8]}) cannot ")
+        assert err[-1].startswith(f"error: node {bad.node_ip_address} ({bad.node_id[:8]}) ")
+        assert f"--out {out}" in err[-1] and "--src" not in err[-1].split(";")[0]
         assert "every node of the cluster must see --src and write --out" in err[-1]
         assert not storage.exists(out) and not storage.find_files(out)
     finally:
