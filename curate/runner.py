@@ -118,7 +118,10 @@ def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
         elif "label not in class allow-list" in reasons:
             hint = f" (labels must match --classes {cfg.classes})"
         raise UsageError(f"none of the {len(inputs)} inputs under --src {cfg.src!r} can be curated: {why}{hint}")
-    finished = WorkDir(cfg.out).read_statuses()
+    try:
+        finished = WorkDir(cfg.out).read_statuses()
+    except (OSError, ImportError, ValueError) as e:  # no such bucket, no credentials, no fsspec backend
+        raise UsageError(f"--out {cfg.out!r} cannot be read: {type(e).__name__}: {e}") from None
     todo = [d for d in inputs if d.inp.video_id not in finished or _retry(finished[d.inp.video_id], cfg)]
     retried = sum(1 for d in todo if d.inp.video_id in finished)
     return Plan(inputs, todo, len(inputs) - len(todo), stages if stages is not None else build_stages(cfg),
@@ -141,7 +144,10 @@ def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], Non
 
         check_nodes(cfg)  # every node sees --src and can write --out, before anything is written
     work = WorkDir(cfg.out)
-    _check_fingerprint(cfg, work)
+    try:
+        _check_fingerprint(cfg, work)
+    except (OSError, ImportError) as e:
+        raise UsageError(f"--out {cfg.out!r} cannot be written: {type(e).__name__}: {e}") from None
     work.remove_leftovers()  # temporary files of a killed run (never a finished result)
     for d in plan.todo:
         if d.reason:

@@ -26,7 +26,7 @@ from curate.runner import run
 from tests.curate.test_resume_and_ray import assert_same_outputs
 
 REPO = Path(__file__).resolve().parents[2]
-N_VIDEOS = 10
+N_VIDEOS = 8
 SETTINGS = ["stages=pixel_diff,amplitude,psync", "psync.allow_demo_checkpoint=true", "psync.device=cpu",
             "balance.min_segments_per_class=0", "report=false", "runner.model_batch_videos=1"]
 RAY = ["runner.kind=ray", "runner.decode_cpus=0.5", "runner.max_in_flight=4"]
@@ -47,11 +47,15 @@ def s3():
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import fsspec
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would still point at another test's server
 
     fsspec.filesystem("s3").mkdir("bucket")
     yield env
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 
 

@@ -188,3 +188,4 @@ def test_a_decode_error_is_deterministic_and_a_storage_error_transient(tmp_path,
     monkeypatch.setattr(video_task, "decode_video", unreachable)
     item = video_task.decode_and_window(VideoInput("s3://bucket/v.mp4", "v"), CurateConfig())
     assert item.status == "failed" and item.retryable and "ConnectionError" in item.error
+
