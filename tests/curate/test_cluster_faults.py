@@ -100,31 +100,34 @@ def _done(out) -> int:
     return len(storage.find_files(storage.join(out, "work", "videos"), ".status.json"))
 
 
-def _stage_actor_pids(cluster) -> list[int]:
-    """Processes of model actors of this test's cluster (descendants of its raylets, never other users')."""
+def _stage_actor_pids(cluster, besides: set[int] = frozenset()) -> set[int]:
+    """Processes of model actors of this test's cluster (descendants of its raylets, never other users'),
+    except `besides` (an earlier run's actor may still be shutting down)."""
     c, _ = cluster
-    pids = []
+    pids = set()
     for node in c.list_all_nodes():
         for info in node.all_processes.get("raylet", []):
             for p in psutil.Process(info.process.pid).children(recursive=True):
                 try:
-                    if "StageActor" in " ".join(p.cmdline()):
-                        pids.append(p.pid)
+                    if "StageActor" in " ".join(p.cmdline()) and p.pid not in besides:
+                        pids.add(p.pid)
                 except psutil.Error:
                     pass
     return pids
 
 
-def _kill_actor_when(cluster, out, done_at: int, started: threading.Thread | subprocess.Popen) -> int:
-    """SIGKILL the model actor's process once `done_at` videos are finished; returns its pid."""
+def _kill_actor_when(cluster, out, done_at: int, started: threading.Thread | subprocess.Popen, before: set[int]) -> int:
+    """SIGKILL the model actor's process once `done_at` videos are finished (`before`: actor processes that
+    existed before this run started, not its own)."""
     deadline = time.time() + 180
     while time.time() < deadline and _done(out) < done_at:
         assert (started.poll() is None) if isinstance(started, subprocess.Popen) else started.is_alive()
         time.sleep(0.05)
-    pids = _stage_actor_pids(cluster)
+    pids = _stage_actor_pids(cluster, before)
     assert len(pids) == 1, pids
-    os.kill(pids[0], signal.SIGKILL)
-    return pids[0]
+    pid = pids.pop()
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def _run_in_thread(cfg) -> tuple[threading.Thread, dict]:
@@ -136,7 +139,7 @@ def _run_in_thread(cfg) -> tuple[threading.Thread, dict]:
         except BaseException as e:  # surfaced by the test
             box["error"] = e
 
-    t = threading.Thread(target=target)
+    t = threading.Thread(target=target, daemon=True)  # a failed test must not leave the process waiting
     t.start()
     return t, box
 
@@ -167,8 +170,9 @@ def test_killed_model_actor_costs_no_video(cluster, videos, tmp_path):
     reference = tmp_path / "reference"
     run(_cfg(videos, reference, "runner.kind=local"), progress=False)
     out = tmp_path / "killed"
+    before = _stage_actor_pids(cluster)
     thread, box = _run_in_thread(_cfg(videos, out, *RAY))
-    _kill_actor_when(cluster, out, 2, thread)
+    _kill_actor_when(cluster, out, 2, thread, before)
     thread.join(timeout=300)
     assert "error" not in box, box.get("error")
     stats = _assert_all_ok_and_equal(reference, out)
@@ -198,8 +202,9 @@ def test_object_storage_with_a_killed_driver_and_a_killed_actor(cluster, s3_vide
     first = _done(out)
     assert 2 <= first < N_VIDEOS, "the kill should land mid-run"
     # 2. the rerun resumes; its model actor is killed too
+    before = _stage_actor_pids(cluster)
     thread, box = _run_in_thread(_cfg(s3_videos, out, *RAY))
-    _kill_actor_when(cluster, out, first + 1, thread)
+    _kill_actor_when(cluster, out, first + 1, thread, before)
     thread.join(timeout=300)
     assert "error" not in box, box.get("error")
     assert box["result"].stats["faults"]["actor_restarts"] >= 1
@@ -251,8 +256,9 @@ def test_a_video_out_of_attempts_fails_with_the_reason_and_a_resume_retries_it(c
     reference = tmp_path / "reference"
     run(_cfg(videos, reference, "runner.kind=local"), progress=False)
     out = tmp_path / "out"
+    before = _stage_actor_pids(cluster)
     thread, box = _run_in_thread(_cfg(videos, out, *RAY, "runner.max_attempts=1"))
-    _kill_actor_when(cluster, out, 2, thread)
+    _kill_actor_when(cluster, out, 2, thread, before)
     thread.join(timeout=300)
     assert "error" not in box, box.get("error")
     inputs = pq.read_table(out / "inputs.parquet").to_pandas()
