@@ -124,6 +124,8 @@ class _ActorPool:
         """actor index -> time its last ping was sent or failed"""
         self.pings: dict = {}
         """ping ref -> actor index"""
+        self.up_at: dict[int, float] = {}
+        """actor index -> when it last answered after being down (errors of work sent before are old news)"""
 
     def pick(self) -> int | None:
         live = [i for i in range(len(self.actors)) if i not in self.down]
@@ -153,6 +155,7 @@ class _Job:
     attempt: int
     used: list[tuple[int, int]] = field(default_factory=list)
     """(pool index, actor index) of every model call in this video's chain"""
+    submitted: float = field(default_factory=time.monotonic)
 
 
 def check_nodes(cfg: CurateConfig) -> None:
@@ -310,6 +313,8 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], p
         aid = getattr(cause, "actor_id", None)
         hits = [(si, ai) for si, ai in job.used if pools[si].index_of(aid) == ai] or job.used
         for si, ai in hits:
+            if job.submitted < pools[si].up_at.get(ai, float("-inf")):
+                continue  # sent before the restart it already came back from: the same death, not a new one
             if pools[si].mark_down(ai):
                 progress.restart()
                 log.warning("model actor %d of stage %s died; it restarts, its videos go to live actors",
@@ -331,6 +336,7 @@ def run_on_ray(cfg: CurateConfig, stages: list[Stage], todo: list[VideoInput], p
         try:
             ray.get(ref)
             pool.down.pop(ai, None)
+            pool.up_at[ai] = time.monotonic()
         except ray.exceptions.ActorUnavailableError:  # still restarting: ask again shortly
             pool.down[ai] = time.monotonic()
         except ray.exceptions.RayActorError:  # restarts used up: a new actor takes its place
