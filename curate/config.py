@@ -47,6 +47,17 @@ class RunnerConfig:
     """Videos in flight at once (0 = 2 x CPUs); bounds memory independently of the number of videos."""
     model_batch_videos: int = 4
     """Videos grouped into one model-stage call (clips are batched across them)."""
+    max_attempts: int = 3
+    """Times a video is started before it is `failed` when its worker, actor or node dies (or its storage
+    errs) under it; a decode error is deterministic and never retried."""
+    actor_max_restarts: int = -1
+    """Restarts of a model actor whose process dies (-1: always; each death also costs the videos in flight
+    on it one attempt, so a crash that repeats still ends)."""
+    actor_wait_s: float = 900.0
+    """Longest wait for a model stage with no live actor (all restarting, or no node left that fits one)
+    before the videos left are recorded as failed (retryable: a rerun on a healed cluster takes them)."""
+    probe_nodes: bool = True
+    """On a multi-node cluster, check from every node that it sees --src and can write --out before any work."""
 
 
 @dataclass
@@ -72,6 +83,9 @@ class CurateConfig:
     `pipelines.refilter` later writes the shards, cutting segments from the sources)."""
     report: bool = True
     """Write `report.html` at the end of the run."""
+    retry_failed: bool = False
+    """Resume: process again every input that failed (by default only those that failed for a transient
+    reason: a crash, a lost node, a storage error)."""
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
@@ -163,6 +177,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg.stage_params = _check_stage_params(cfg.stage_params, cfg.stages)
     if not cfg.stages:
         raise ConfigError("stages is empty: name at least one filter stage")
+    if cfg.runner.max_attempts < 1:
+        raise ConfigError(f"runner.max_attempts={cfg.runner.max_attempts}: expected at least 1")
     if cfg.runner.kind not in ("ray", "local"):
         raise ConfigError(f"runner.kind={cfg.runner.kind!r}: expected 'ray' or 'local'")
     return cfg

@@ -6,7 +6,9 @@ makes a resumed run equal an uninterrupted one and `pipelines.refilter` equal a 
 
 from __future__ import annotations
 
+import io
 import json
+import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate import storage
 from curate.config import CurateConfig
 from curate.media import DecodedVideo, decode_video
 from curate.records import ScoreFlags, Segment, Window, stable_fraction
@@ -39,13 +42,12 @@ class RunResult:
 
 
 def load_video_results(work: WorkDir) -> tuple[list[dict], dict[str, list[Window]]]:
-    statuses: list[dict] = []
+    statuses = list(work.read_statuses().values())
     windows: dict[str, list[Window]] = {}
-    for sp in work.iter_status_files():
-        st = json.loads(sp.read_text())
-        statuses.append(st)
-        wp = work.windows_path(st["video_id"])
-        rows = json.loads(wp.read_text()) if wp.is_file() else []
+    stored = storage.read_many([work.windows_path(st["video_id"]) for st in statuses])
+    for st in statuses:
+        data = stored.get(work.windows_path(st["video_id"]))
+        rows = json.loads(data) if data is not None else []
         windows[st["video_id"]] = [
             Window(r["video_id"], r["path"], r["scene"], r["start"], r["end"], r["label"], dict(r["scores"])) for r in rows
         ]
@@ -53,10 +55,29 @@ def load_video_results(work: WorkDir) -> tuple[list[dict], dict[str, list[Window
     return statuses, windows
 
 
-def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.0, source_media_fallback: bool = True) -> RunResult:
-    """Build every output under `cfg.out` from the per-video results in `cfg.out/work`."""
-    out = Path(cfg.out)
-    work = WorkDir(out)
+def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.0, source_media_fallback: bool = True,
+             faults: dict | None = None, report: bool = False) -> RunResult:
+    """Build every output under `cfg.out` from the per-video results in `cfg.out/work`.
+
+    On object storage the outputs are written to a local folder first and uploaded one finished file at a
+    time (each shard as soon as it is complete), `stats.json` last."""
+    if not storage.is_uri(cfg.out):
+        return _finalize(cfg, stages, Path(cfg.out), run_seconds, source_media_fallback, faults, report)
+    with tempfile.TemporaryDirectory(prefix="curate-finalize-") as tmp:
+        result = _finalize(cfg, stages, Path(tmp), run_seconds, source_media_fallback, faults, report)
+        result.out = cfg.out
+        result.shards = [storage.join(cfg.out, "shards", Path(p).name) for p in result.shards]
+        return result
+
+
+def _finalize(cfg, stages, out: Path, run_seconds, source_media_fallback, faults, report) -> RunResult:
+    remote = storage.is_uri(cfg.out)
+
+    def publish(name: str) -> None:  # a finished local output to its place under --out
+        if remote:
+            storage.upload(out / name, storage.join(cfg.out, *name.split("/")))
+
+    work = WorkDir(cfg.out)
     statuses, windows_by_video = load_video_results(work)
     stage_cols = {c for st in stages for c in st.columns}
     flags = ScoreFlags.of(stages)
@@ -88,26 +109,37 @@ def finalize(cfg: CurateConfig, stages: Sequence[Stage], run_seconds: float = 0.
     kept_segments = [s for s in segments if s.kept]
     per_class_after = Counter(s.label for s in kept_segments if s.label is not None)
 
-    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, flags, source_media_fallback)
+    shards = [] if cfg.score_only else write_shards(cfg, work, kept_segments, flags, source_media_fallback,
+                                                    out / "shards", publish)
     _write_windows_table(out / "windows.parquet", all_windows, flags)
     _write_segments_table(out / "segments.parquet", segments)
     _write_inputs_table(out / "inputs.parquet", statuses, windows_by_video)
     stats = build_stats(cfg, stages, statuses, all_windows, segments, per_class_before, per_class_after,
-                        dropped_classes, flags, run_seconds, shards)
+                        dropped_classes, flags, run_seconds, shards, faults)
     (out / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
+    if report:
+        from curate.report import write_report
+
+        write_report(out)
+    for name in ("windows.parquet", "segments.parquet", "inputs.parquet", *(["report.html"] if report else []),
+                 "stats.json"):
+        publish(name)
     return RunResult(out, stats, shards)
 
 
 # ---------------------------------------------------------------------------------------------- shards
 
 
-def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], flags: ScoreFlags, fallback: bool) -> list[Path]:
+def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], flags: ScoreFlags, fallback: bool,
+                 shard_dir: Path | None = None, publish=None) -> list[Path]:
     """Pack kept segments into `shards/{split}-{i:06d}.tar` in a deterministic, class-mixed order.
 
     Media comes from the per-video staged tars (no decoding). A segment not staged there (thresholds
-    changed by `refilter`) is cut from its source video; `fallback=False` makes that an error.
+    changed by `refilter`) is cut from its source video; `fallback=False` makes that an error. Shards are
+    written in `shard_dir` (default `<out>/shards`); `publish("shards/<name>")` moves each finished one to
+    object storage.
     """
-    shard_dir = Path(cfg.out) / "shards"
+    shard_dir = shard_dir or Path(cfg.out) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[Segment]] = defaultdict(list)
     for s in segments:
@@ -119,9 +151,9 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], flag
     def members_for(seg: Segment) -> list[tuple[str, bytes]]:
         vid = seg.video_id
         if vid not in staged_cache:
-            sp = work.staged_path(vid)
+            data = storage.read_many([work.staged_path(vid)]).get(work.staged_path(vid))
             staged_cache.clear()
-            staged_cache[vid] = dict(read_tar_members(sp)) if sp.is_file() else {}
+            staged_cache[vid] = dict(read_tar_members(io.BytesIO(data))) if data is not None else {}
         staged = staged_cache[vid]
         key = seg.segment_id
         names = [f"{key}.flac", f"{key}.json", f"{key}.mp4"]
@@ -145,12 +177,14 @@ def write_shards(cfg: CurateConfig, work: WorkDir, segments: list[Segment], flag
             for seg in segs[i : i + per_shard]:
                 members.extend(members_for(seg))
             write_tar_atomic(path, members)
+            if publish is not None:
+                publish(f"shards/{path.name}")
             written.append(path)
     # shards of an earlier finalize that no longer exist in this plan are removed (refilter may shrink)
     keep = {p.name for p in written}
-    for old in shard_dir.glob("*.tar"):
-        if old.name not in keep:
-            old.unlink()
+    for old in storage.listdir_files(storage.join(cfg.out, "shards"), ".tar"):
+        if old.replace("\\", "/").rsplit("/", 1)[-1] not in keep:
+            storage.remove(old)
     for tmp in shard_dir.glob(".*.tmp*"):
         tmp.unlink(missing_ok=True)
     return written
@@ -243,7 +277,7 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
     data: dict[str, list] = {k: [] for k in ("path", "video_id", "label", "split", "status", "reason", "error",
                                              "duration", "num_scenes", "num_windows", "num_kept_windows", "width",
                                              "height", "fps", "vfr", "rotation", "audio_rate", "audio_channels",
-                                             "video_decode_errors", "audio_decode_errors")}
+                                             "video_decode_errors", "audio_decode_errors", "attempts", "retryable")}
     for st in sorted(statuses, key=lambda s: s["path"]):
         src = st.get("source") or {}
         ws = windows_by_video.get(st["video_id"], [])
@@ -266,13 +300,16 @@ def _write_inputs_table(path: Path, statuses: list[dict], windows_by_video: dict
             data[k].append(src.get(k))
         for k in ("video", "audio"):
             data[f"{k}_decode_errors"].append(errors.get(k) if src else None)
+        data["attempts"].append(st.get("attempts", 1))
+        data["retryable"].append(bool(st.get("retryable")))
     schema = pa.schema(
         [("path", pa.string()), ("video_id", pa.string()), ("label", pa.string()), ("split", pa.string()),
          ("status", pa.string()), ("reason", pa.string()), ("error", pa.string()), ("duration", pa.float64()),
          ("num_scenes", pa.int32()), ("num_windows", pa.int32()), ("num_kept_windows", pa.int32()),
          ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("vfr", pa.bool_()),
          ("rotation", pa.int32()), ("audio_rate", pa.int32()), ("audio_channels", pa.int32()),
-         ("video_decode_errors", pa.int32()), ("audio_decode_errors", pa.int32())]
+         ("video_decode_errors", pa.int32()), ("audio_decode_errors", pa.int32()), ("attempts", pa.int32()),
+         ("retryable", pa.bool_())]
     )
     _write_table(path, pa.Table.from_pydict(data, schema=schema))
 
@@ -299,7 +336,7 @@ def _write_table(path: Path, table: pa.Table) -> None:
 
 
 def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dropped_classes, flags: ScoreFlags,
-                run_seconds, shards) -> dict:
+                run_seconds, shards, faults: dict | None = None) -> dict:
     random_cols = flags.random
     windows = [w for _, w in all_windows]
     stage_stats = []
@@ -363,7 +400,16 @@ def build_stats(cfg, stages, statuses, all_windows, segments, before, after, dro
         "shards": [p.name for p in shards],
         "run_seconds": round(run_seconds, 3),
         "throughput": {"videos_per_s": round(len(statuses) / run_seconds, 3) if run_seconds else None,
-                       "source_seconds_per_s": round(src_seconds / run_seconds, 3) if run_seconds else None},
+                       "source_seconds_per_s": round(src_seconds / run_seconds, 3) if run_seconds else None,
+                       "this_run_videos_per_s": (faults or {}).get("videos_per_s"),
+                       "stage_windows_per_s": {k: round(v[1] / v[0], 2) for k, v in sorted(timers.items())
+                                               if v[0] and v[1]}},
+        "faults": {"actor_restarts": (faults or {}).get("actor_restarts", 0),
+                   "retries": (faults or {}).get("retries", 0),
+                   "retry_reasons": (faults or {}).get("retry_reasons", {}),
+                   "videos_retried": sum(1 for s in statuses if s.get("attempts", 1) > 1),
+                   "videos_failed_retryable": sum(1 for s in statuses if s.get("retryable")),
+                   "oom_halvings": sum(s.get("oom_halvings", 0) for s in statuses)},
         "cascade": cfg.cascade,
         "score_only": cfg.score_only,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -403,6 +449,18 @@ def format_summary(stats: dict) -> str:
         lines.append("shards   not written (score_only; `python -m pipelines.refilter --out ... score_only=false` writes them)")
     else:
         lines.append(f"shards   {len(stats['shards'])}  ({', '.join(stats['shards'][:4])}{' ...' if len(stats['shards']) > 4 else ''})")
+    f = stats.get("faults") or {}
+    if f.get("actor_restarts") or f.get("retries") or f.get("videos_retried") or f.get("oom_halvings"):
+        why = ", ".join(f"{k} {n}" for k, n in (f.get("retry_reasons") or {}).items())
+        lines.append(f"faults   actor restarts {f.get('actor_restarts', 0)}, retries {f.get('retries', 0)}"
+                     f"{f' ({why})' if why else ''}, videos that needed more than one attempt "
+                     f"{f.get('videos_retried', 0)}, GPU out-of-memory batch halvings {f.get('oom_halvings', 0)}")
     if stats.get("run_seconds"):
-        lines.append(f"time     {stats['run_seconds']:.1f} s  ({stats['throughput']['source_seconds_per_s']} s of video per s)")
+        tp = stats["throughput"]
+        lines.append(f"time     {stats['run_seconds']:.1f} s  ({tp['source_seconds_per_s']} s of video per s, "
+                     f"{tp['videos_per_s']} videos/s)")
+        rates = tp.get("stage_windows_per_s") or {}
+        if rates:
+            lines.append("         per stage (windows/s of its own time): "
+                         + ", ".join(f"{k} {v:g}" for k, v in rates.items()))
     return "\n".join(lines)

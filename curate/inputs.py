@@ -7,10 +7,13 @@ import csv
 import difflib
 import functools
 import hashlib
+import os
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate import storage
 from curate.records import VideoInput
 from curate.shards import make_key
 
@@ -116,20 +119,24 @@ def discover(
     csv_path: str | Path | None = None,
     allow: ClassAllowList | None = None,
 ) -> list[InputDecision]:
-    """Every file under `src` with a video extension, in a stable order, each with its decision."""
-    root = Path(src)
-    if not root.exists():
+    """Every file under `src` (a folder or one file; a path or an object-storage URI) with a video extension,
+    in a stable order, each with its decision."""
+    if not storage.exists(src):
         raise FileNotFoundError(f"--src {src} does not exist")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    root = str(src).rstrip("/") if storage.is_uri(src) else str(Path(src))
+    files = storage.walk_videos(root, exts)
+    single = len(files) == 1 and files[0] == root
     meta = read_vggsound_csv(csv_path) if csv_path else {}
     out: list[InputDecision] = []
     used: set[str] = set()
-    for p in files:
-        stem = p.stem
+    for f in files:
+        rel = posixpath.basename(f) if single else f[len(root) + 1 :].replace(os.sep, "/")
+        parent = posixpath.dirname(rel)
+        stem = posixpath.splitext(posixpath.basename(rel))[0]
         vid = make_key(stem)
         if vid in used:  # same file name in two folders: disambiguate deterministically by path
-            vid = f"{vid}-{hashlib.sha1(str(p.relative_to(root) if root.is_dir() else p).encode()).hexdigest()[:8]}"
+            vid = f"{vid}-{hashlib.sha1((rel if not single else f).encode()).hexdigest()[:8]}"
         used.add(vid)
         label, split = None, None
         if meta:
@@ -140,9 +147,9 @@ def discover(
                     m = meta.get(f"{mm['yid']}_{int(mm['start']):06d}")
             if m:
                 label, split = m
-        if label is None and not meta and p.parent != root:
-            label = p.parent.name.replace("_", " ")
-        inp = VideoInput(str(p), vid, label, split)
+        if label is None and not meta and parent:
+            label = posixpath.basename(parent).replace("_", " ")
+        inp = VideoInput(f, vid, label, split)
         reason = None
         if meta and label is None:
             reason = "not in CSV"

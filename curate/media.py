@@ -208,20 +208,37 @@ def _open(src):
 
 
 def decode_video(src: str | Path | io.BytesIO, cfg: DecodeConfig = DecodeConfig()) -> DecodedVideo:
-    """Decode a sounding video once: CFR frames at the working size and mono audio at `cfg.audio_rate`."""
+    """Decode a sounding video once: CFR frames at the working size and mono audio at `cfg.audio_rate`.
+
+    `src`: a path, a binary file-like object, or an object-storage URI (s3://, gs://, ...: opened as a
+    seekable file that fetches byte ranges as PyAV reads them, never downloaded whole)."""
+    remote = None
     if isinstance(src, (str, Path)):
-        p = Path(src)
-        if not p.is_file():
-            raise MediaError("not a file")
-        if p.stat().st_size == 0:
-            raise MediaError("empty file (0 bytes)")
-    container = _open(src)
+        from curate import storage
+
+        if storage.is_uri(src):
+            if not storage.is_file(src):
+                raise MediaError("not a file")
+            if storage.size(src) == 0:
+                raise MediaError("empty file (0 bytes)")
+            src = remote = storage.open_read(src)
+        else:
+            p = Path(src)
+            if not p.is_file():
+                raise MediaError("not a file")
+            if p.stat().st_size == 0:
+                raise MediaError("empty file (0 bytes)")
     try:
-        return _decode(container, cfg)
-    except av.error.FFmpegError as e:
-        raise MediaError(f"decode error: {type(e).__name__}: {e}") from None
+        container = _open(src)
+        try:
+            return _decode(container, cfg)
+        except av.error.FFmpegError as e:
+            raise MediaError(f"decode error: {type(e).__name__}: {e}") from None
+        finally:
+            container.close()
     finally:
-        container.close()
+        if remote is not None:
+            remote.close()
 
 
 def _decode(container, cfg: DecodeConfig) -> DecodedVideo:

@@ -11,10 +11,10 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from common.cli import UsageError
+from curate import storage
 from curate.config import CurateConfig
 from curate.finalize import RunResult, finalize
 from curate.inputs import ClassAllowList, InputDecision, discover
@@ -50,9 +50,12 @@ class Plan:
     done: int
     stages: list[Stage]
     balance_min: int = 0
+    retried: int = 0
+    """Of `todo`, inputs that failed in an earlier run and are tried again."""
 
     def describe(self) -> str:
-        lines = [f"inputs: {len(self.inputs)}  already done: {self.done}  to process: {len(self.todo)}"]
+        lines = [f"inputs: {len(self.inputs)}  already done: {self.done}  to process: {len(self.todo)}"
+                 + (f" ({self.retried} failed before, tried again)" if self.retried else "")]
         if self.balance_min:
             lines.append(f"class balance: classes with fewer than {self.balance_min} merged segments are dropped "
                          "(balance.min_segments_per_class; 0 disables)")
@@ -72,18 +75,18 @@ class Plan:
 
 
 def _check_fingerprint(cfg: CurateConfig, work: WorkDir) -> None:
-    fp = work.root / "settings.json"
+    fp = storage.join(work.root, "settings.json")
     cur = json.dumps(cfg.fingerprint_dict(), sort_keys=True, default=str)
-    if fp.is_file():
-        if fp.read_text() != cur:
+    if storage.is_file(fp):
+        if storage.read_text(fp) != cur:
             raise UsageError(
                 f"{cfg.out} holds results made with other settings (decode/scenes/windows/stages/params). "
                 "Use a new --out, delete it, or re-apply thresholds with `python -m pipelines.refilter`."
             )
     else:
-        work.root.mkdir(parents=True, exist_ok=True)
-        fp.write_text(cur)
-    (work.root / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str))
+        storage.write_bytes(fp, cur.encode())
+    storage.write_bytes(storage.join(work.root, "config.json"),
+                        json.dumps(cfg.to_dict(), indent=2, sort_keys=True, default=str).encode())
 
 
 def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
@@ -91,8 +94,11 @@ def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
     them, an allow-list matching none of their labels) are a `UsageError` here, before any work starts."""
     if not cfg.src:
         raise UsageError("--src is required (a folder of videos, or one video file)")
-    if not Path(cfg.src).exists():
-        raise UsageError(f"--src {cfg.src!r} does not exist")
+    try:
+        if not storage.exists(cfg.src):
+            raise UsageError(f"--src {cfg.src!r} does not exist")
+    except (OSError, ImportError, ValueError) as e:  # no such bucket, no credentials, no fsspec backend
+        raise UsageError(f"--src {cfg.src!r} cannot be read: {type(e).__name__}: {e}") from None
     try:
         allow = ClassAllowList.from_file(cfg.classes) if cfg.classes else None
         inputs = discover(cfg.src, cfg.extensions, cfg.csv, allow)
@@ -112,10 +118,20 @@ def plan_run(cfg: CurateConfig, stages: list[Stage] | None = None) -> Plan:
         elif "label not in class allow-list" in reasons:
             hint = f" (labels must match --classes {cfg.classes})"
         raise UsageError(f"none of the {len(inputs)} inputs under --src {cfg.src!r} can be curated: {why}{hint}")
-    work = WorkDir(cfg.out)
-    todo = [d for d in inputs if not work.is_done(d.inp.video_id)]
+    try:
+        finished = WorkDir(cfg.out).read_statuses()
+    except (OSError, ImportError, ValueError) as e:  # no such bucket, no credentials, no fsspec backend
+        raise UsageError(f"--out {cfg.out!r} cannot be read: {type(e).__name__}: {e}") from None
+    todo = [d for d in inputs if d.inp.video_id not in finished or _retry(finished[d.inp.video_id], cfg)]
+    retried = sum(1 for d in todo if d.inp.video_id in finished)
     return Plan(inputs, todo, len(inputs) - len(todo), stages if stages is not None else build_stages(cfg),
-                cfg.balance.min_segments_per_class)
+                cfg.balance.min_segments_per_class, retried)
+
+
+def _retry(status: dict, cfg: CurateConfig) -> bool:
+    """A finished video is processed again when it failed for a transient reason, or failed at all with
+    `retry_failed`."""
+    return status["status"] == "failed" and (cfg.retry_failed or bool(status.get("retryable")))
 
 
 def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], None] | None = None) -> RunResult:
@@ -123,47 +139,93 @@ def run(cfg: CurateConfig, progress: bool = True, on_video: Callable[[dict], Non
     t0 = time.perf_counter()
     stages = build_stages(cfg)
     plan = plan_run(cfg, stages)
+    if cfg.runner.kind == "ray":
+        from curate.ray_runner import check_nodes
+
+        check_nodes(cfg)  # every node sees --src and can write --out, before anything is written
     work = WorkDir(cfg.out)
-    _check_fingerprint(cfg, work)
-    for tmp in work.videos.glob("*/.*.tmp*"):  # leftovers of a killed run (never a finished result)
-        tmp.unlink(missing_ok=True)
+    try:
+        _check_fingerprint(cfg, work)
+    except (OSError, ImportError) as e:
+        raise UsageError(f"--out {cfg.out!r} cannot be written: {type(e).__name__}: {e}") from None
+    work.remove_leftovers()  # temporary files of a killed run (never a finished result)
     for d in plan.todo:
         if d.reason:
             record_input_only(d.inp, d.reason, cfg, work)
     todo = [d.inp for d in plan.todo if not d.reason]
     bar = _progress(len(todo), progress)
-    counts = {"windows": 0, "kept": 0, "failed": 0}
-
-    def done(res: dict) -> None:
-        counts["windows"] += res["windows"]
-        counts["kept"] += res["kept"]
-        counts["failed"] += res["status"] == "failed"
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(windows=counts["windows"], kept=counts["kept"], failed=counts["failed"], refresh=False)
-        if on_video is not None:
-            on_video(res)
+    progress_ = RunProgress(bar, on_video)
 
     if cfg.runner.kind == "local":
         for s in stages:
             s.setup()
         for inp in todo:
             item = run_stages([decode_and_window(inp, cfg)], stages, cfg.cascade)[0]
-            done(finish_video(item, cfg, stages, work))
+            progress_.done(finish_video(item, cfg, stages, work))
     elif cfg.runner.kind == "ray":
         from curate.ray_runner import run_on_ray
 
-        run_on_ray(cfg, stages, todo, done)
+        run_on_ray(cfg, stages, todo, progress_)
     else:
         raise ValueError(f"unknown runner {cfg.runner.kind!r} (ray, local)")
     if bar is not None:
         bar.close()
-    result = finalize(cfg, stages, run_seconds=time.perf_counter() - t0)
-    if cfg.report:
-        from curate.report import write_report
+    return finalize(cfg, stages, run_seconds=time.perf_counter() - t0, faults=progress_.faults(), report=cfg.report)
 
-        write_report(Path(cfg.out))
-    return result
+
+class RunProgress:
+    """What the run has done so far, for the progress bar and `stats.json`: videos and their outcome, stage
+    throughput (windows per second of each stage's own time), actor restarts and retried videos."""
+
+    def __init__(self, bar=None, on_video: Callable[[dict], None] | None = None):
+        self.bar, self.on_video = bar, on_video
+        self.t0 = time.perf_counter()
+        self.counts = Counter()
+        self.stage_time: dict[str, list[float]] = {}
+        self.actor_restarts = 0
+        self.retries = 0
+        self.retry_reasons: Counter = Counter()
+
+    def done(self, res: dict) -> None:
+        c = self.counts
+        c["videos"] += 1
+        c["windows"] += res["windows"]
+        c["kept"] += res["kept"]
+        c["failed"] += res["status"] == "failed"
+        for k, (sec, n) in (res.get("timers") or {}).items():
+            t = self.stage_time.setdefault(k, [0.0, 0])
+            t[0] += sec
+            t[1] += n
+        self._show(1)
+        if self.on_video is not None:
+            self.on_video(res)
+
+    def retry(self, reason: str) -> None:
+        self.retries += 1
+        self.retry_reasons[reason] += 1
+        self._show(0)
+
+    def restart(self) -> None:
+        self.actor_restarts += 1
+        self._show(0)
+
+    def _show(self, n: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(n)
+        post = {"kept": self.counts["kept"], "failed": self.counts["failed"]}
+        if self.retries or self.actor_restarts:
+            post.update(retries=self.retries, restarts=self.actor_restarts)
+        rates = [f"{k} {n / s:.0f}" for k, (s, n) in self.stage_time.items() if n and s]
+        if rates:
+            post["win/s"] = " ".join(rates)
+        self.bar.set_postfix(post, refresh=False)
+
+    def faults(self) -> dict:
+        elapsed = time.perf_counter() - self.t0
+        return {"actor_restarts": self.actor_restarts, "retries": self.retries,
+                "retry_reasons": dict(self.retry_reasons),
+                "videos_per_s": round(self.counts["videos"] / elapsed, 3) if elapsed else None}
 
 
 def _progress(total: int, enabled: bool):

@@ -43,12 +43,8 @@ class SegmentSample:
     meta: dict
 
 
-def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> None:
-    """Write (name, bytes) members into a tar at `path` via a temporary name and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+def _write_tar(fileobj, members: Iterable[tuple[str, bytes]]) -> None:
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -56,18 +52,36 @@ def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> 
             info.mode = 0o644
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
+
+
+def write_tar_atomic(path: str | Path, members: Iterable[tuple[str, bytes]]) -> None:
+    """Write (name, bytes) members into a tar at `path` via a temporary name and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        _write_tar(f, members)
     os.replace(tmp, path)
 
 
-def stream_tar_members(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) members of a tar, read sequentially (never the whole shard in memory)."""
-    with tarfile.open(path, "r|*") as tar:
+def tar_bytes(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """The same tar as `write_tar_atomic` writes, in memory (for object stores: one PUT)."""
+    buf = io.BytesIO()
+    _write_tar(buf, members)
+    return buf.getvalue()
+
+
+def stream_tar_members(path) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) members of a tar (a path or a binary file), read sequentially (never the whole shard in
+    memory)."""
+    opened = tarfile.open(fileobj=path, mode="r|*") if hasattr(path, "read") else tarfile.open(path, "r|*")
+    with opened as tar:
         for m in tar:
             if m.isfile():
                 yield m.name, tar.extractfile(m).read()
 
 
-def read_tar_members(path: str | Path) -> list[tuple[str, bytes]]:
+def read_tar_members(path) -> list[tuple[str, bytes]]:
     """Every (name, bytes) member of a tar, as a list."""
     return list(stream_tar_members(path))
 

@@ -34,6 +34,24 @@ class StageTimer:
     seconds: float = 0.0
     windows: int = 0
     videos: int = 0
+    oom_halvings: int = 0
+    """Times a call ran out of GPU memory and was retried with half the batch."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A GPU out-of-memory error: `torch.cuda.OutOfMemoryError`, or a RuntimeError saying CUDA ran out of memory
+    (older torch, CUDA errors raised from extensions). Checked by name so the stage base needs no torch import."""
+    if any(c.__name__ == "OutOfMemoryError" and c.__module__.startswith("torch") for c in type(e).__mro__):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower() and "cuda" in str(e).lower()
+
+
+def _free_gpu_cache() -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 @dataclass
@@ -78,10 +96,49 @@ class Stage:
 
     # -- bookkeeping (not overridden) -------------------------------------------------------------
     def run(self, items: Sequence[tuple[DecodedVideo, Sequence[Window]]], timer: StageTimer | None = None) -> None:
-        """Score, write scores into the windows (NaN -> None), and time the call."""
+        """Score, write scores into the windows (NaN -> None), and time the call.
+
+        Out of GPU memory, the call is retried with half the batch (the stage's `batch_size`, when it has one,
+        and the windows of the call, in halves), down to one window before the error is raised."""
         t0 = time.perf_counter()
-        todo = [(v, ws) for v, ws in items if len(ws)]
-        results = self.score_batch(todo) if todo else []
+        todo = [(v, list(ws)) for v, ws in items if len(ws)]
+        if todo:
+            self._score_halving(todo, timer)
+        if timer is not None:
+            timer.seconds += time.perf_counter() - t0
+            timer.windows += sum(len(ws) for _, ws in todo)
+            timer.videos += len(items)
+
+    def _score_halving(self, todo: list[tuple[DecodedVideo, list[Window]]], timer: StageTimer | None) -> None:
+        saved = getattr(self, "batch_size", None)
+        has_size = isinstance(saved, int) and not isinstance(saved, bool)
+        size = sum(len(ws) for _, ws in todo)
+        if has_size:
+            size = min(size, saved)
+        pending = [todo]
+        try:
+            while pending:
+                chunk = pending.pop(0)
+                try:
+                    results = self.score_batch(chunk)
+                except Exception as e:
+                    cur = min(size, sum(len(ws) for _, ws in chunk))
+                    if not is_out_of_memory(e) or cur <= 1:
+                        raise
+                    size = cur // 2  # this call's batch from now on, the chunk that failed and the rest
+                    if has_size:
+                        self.batch_size = size
+                    if timer is not None:
+                        timer.oom_halvings += 1
+                    _free_gpu_cache()
+                    pending = list(_chunks([pair for c in [chunk, *pending] for pair in c], size))
+                    continue
+                self._store(chunk, results)
+        finally:
+            if has_size:
+                self.batch_size = saved
+
+    def _store(self, todo, results) -> None:
         for (_, ws), res in zip(todo, results):
             for col in self.columns:
                 vals = np.asarray(res[col], dtype=np.float64).reshape(-1)
@@ -89,13 +146,27 @@ class Stage:
                     raise RuntimeError(f"stage {self.name} returned {vals.shape[0]} {col} scores for {len(ws)} windows")
                 for w, x in zip(ws, vals):
                     w.scores[col] = None if not np.isfinite(x) else float(x)
-        if timer is not None:
-            timer.seconds += time.perf_counter() - t0
-            timer.windows += sum(len(ws) for _, ws in todo)
-            timer.videos += len(items)
 
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("resources", "random_weights")}
+
+
+def _chunks(todo: list[tuple[DecodedVideo, list[Window]]], size: int):
+    """(video, windows) pairs regrouped into calls of at most `size` windows (a video may be split)."""
+    cur: list[tuple[DecodedVideo, list[Window]]] = []
+    n = 0
+    for v, ws in todo:
+        i = 0
+        while i < len(ws):
+            take = ws[i : i + size - n]
+            cur.append((v, take))
+            n += len(take)
+            i += len(take)
+            if n == size:
+                yield cur
+                cur, n = [], 0
+    if cur:
+        yield cur
 
 
 def in_range(x: float | None, lo: float | None, hi: float | None, name: str) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from curate import storage
 from curate.config import CurateConfig
 from curate.media import DecodedVideo, MediaError, decode_video
 from curate.records import ScoreFlags, Segment, VideoInput, Window
@@ -35,6 +36,10 @@ class VideoItem:
     reason: str | None = None
     error: str | None = None
     timers: dict[str, StageTimer] = field(default_factory=dict)
+    attempts: int = 1
+    """How many times this video was started (a crashed worker, actor or node starts it again)."""
+    retryable: bool = False
+    """Failed for a transient reason (a crash, a lost node): a resumed run tries it again."""
     num_scenes: int = 0
     source: dict | None = None
     duration: float | None = None
@@ -54,38 +59,53 @@ class VideoItem:
 
 
 class WorkDir:
-    """Layout of per-video results under `<out>/work/`."""
+    """Layout of per-video results under `<out>/work/` (a local folder or an object-storage URI)."""
 
     def __init__(self, out: str | Path):
-        self.root = Path(out) / "work"
-        self.videos = self.root / "videos"
+        self.out = str(out)
+        self.root = storage.join(out, "work")
+        self.videos = storage.join(self.root, "videos")
 
-    def _base(self, video_id: str) -> Path:
+    def _base(self, video_id: str) -> str:
         h = hashlib.sha1(video_id.encode()).hexdigest()[:2]
-        return self.videos / h / video_id
+        return storage.join(self.videos, h, video_id)
 
-    def status_path(self, video_id: str) -> Path:
-        return self._base(video_id).with_suffix(".status.json")
+    def status_path(self, video_id: str) -> str:
+        return self._base(video_id) + ".status.json"
 
-    def windows_path(self, video_id: str) -> Path:
-        return self._base(video_id).with_suffix(".windows.json")
+    def windows_path(self, video_id: str) -> str:
+        return self._base(video_id) + ".windows.json"
 
-    def staged_path(self, video_id: str) -> Path:
-        return self._base(video_id).with_suffix(".segments.tar")
+    def staged_path(self, video_id: str) -> str:
+        return self._base(video_id) + ".segments.tar"
 
     def is_done(self, video_id: str) -> bool:
-        return self.status_path(video_id).is_file()
+        return storage.is_file(self.status_path(video_id))
 
-    def iter_status_files(self):
-        return sorted(self.videos.glob("*/*.status.json"))
+    def iter_status_files(self) -> list[str]:
+        return [p for p in storage.find_files(self.videos, ".status.json") if not _is_tmp(p)]
+
+    def read_statuses(self) -> dict[str, dict]:
+        """{video_id: status} of every finished video (one listing, then the files read concurrently)."""
+        out = {}
+        for data in storage.read_many(self.iter_status_files()).values():
+            st = json.loads(data)
+            out[st["video_id"]] = st
+        return out
+
+    def remove_leftovers(self) -> None:
+        """Temporary files of a killed run (local folders only; object stores have no partial objects)."""
+        if not storage.is_uri(self.videos):
+            for tmp in Path(self.videos).glob("*/.*.tmp*"):
+                tmp.unlink(missing_ok=True)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _is_tmp(path: str) -> bool:
+    return path.rsplit("/", 1)[-1].startswith(".")
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    storage.write_bytes(path, data)
 
 
 # ---------------------------------------------------------------------------------------- the stages
@@ -99,6 +119,9 @@ def decode_and_window(inp: VideoInput, cfg: CurateConfig) -> VideoItem:
         video = decode_video(inp.path, cfg.decode)
     except MediaError as e:
         item.status, item.error = "failed", str(e)
+        return item
+    except (ConnectionError, TimeoutError) as e:  # storage unreachable: transient, the runner starts it again
+        item.status, item.error, item.retryable = "failed", f"cannot read the input: {type(e).__name__}: {e}", True
         return item
     except Exception as e:  # an unexpected decoder crash is still a per-file failure
         item.status, item.error = "failed", f"{type(e).__name__}: {e}"
@@ -148,8 +171,9 @@ def run_stage_on_items(stage: Stage, items: Sequence[VideoItem], cascade: bool) 
             for it, ws in work:
                 run_stage_on_items(stage, [it], cascade)
             return
-    for it, ws in work:  # the batch's time, shared out by window count
+    for k, (it, ws) in enumerate(work):  # the batch's time, shared out by window count
         t = it.timers.setdefault(stage.name, StageTimer())
+        t.oom_halvings += timer.oom_halvings if k == 0 else 0
         t.seconds += timer.seconds * len(ws) / max(timer.windows, 1)
         t.windows += len(ws)
         t.videos += 1
@@ -227,7 +251,7 @@ def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig,
 
 def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], work: WorkDir) -> dict:
     """Decide, merge, stage segment media, and write this video's results (status file last)."""
-    from curate.shards import write_tar_atomic
+    from curate.shards import tar_bytes
 
     inp = item.inp
     flags = ScoreFlags.of(stages)
@@ -243,7 +267,7 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
                 members.extend(encode_segment_members(seg, item.video, cfg, flags))
             item.timers["encode"] = StageTimer(time.perf_counter() - t0, 0, 1)
             if segs:
-                write_tar_atomic(work.staged_path(inp.video_id), members)
+                storage.write_bytes(work.staged_path(inp.video_id), tar_bytes(members))
             n_staged = len(segs)
         except Exception as e:
             item.status, item.error = "failed", f"finishing: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
@@ -278,10 +302,14 @@ def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], wo
         "models": flags.models,
         "source": item.source,
         "timers": {k: [t.seconds, t.windows] for k, t in item.timers.items()},
+        "attempts": item.attempts,
+        "retryable": bool(item.retryable and item.status == "failed"),
+        "oom_halvings": sum(t.oom_halvings for t in item.timers.values()),
     }
     write_atomic(work.status_path(inp.video_id), json.dumps(status).encode())
-    return {"video_id": inp.video_id, "status": item.status, "windows": len(rows),
-            "kept": sum(1 for w in item.windows if w.kept) if item.status == "ok" else 0}
+    return {"video_id": inp.video_id, "status": item.status, "retryable": status["retryable"], "windows": len(rows),
+            "kept": sum(1 for w in item.windows if w.kept) if item.status == "ok" else 0,
+            "attempts": item.attempts, "timers": status["timers"]}
 
 
 def record_input_only(inp: VideoInput, reason: str, cfg: CurateConfig, work: WorkDir) -> None:

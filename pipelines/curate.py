@@ -11,6 +11,7 @@ import sys
 from common.cli import UsageError, add_config_arguments, output_dir, run_main, settings_help, setup_logging
 from common.hub import prepare_hub
 from curate.config import PAPER_STAGES, CurateConfig, load_config
+from curate.storage import is_uri
 
 MODEL_STAGES = ("clip_diff", "imagebind", "psync")
 
@@ -24,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         "shards.samples_per_shard=512 runner.kind=local. Outputs: windows.parquet, segments.parquet, inputs.parquet, "
         "shards/{split}-NNNNNN.tar, stats.json, report.html (see README).",
     )
-    p.add_argument("--src", help="folder of videos (searched recursively) or one video file")
-    p.add_argument("--out", help="output folder (default: out); rerunning with the same --out resumes")
+    p.add_argument("--src", help="folder of videos (searched recursively) or one video file; a local path or an "
+                   "object-storage URI (s3://bucket/videos/, gs://...)")
+    p.add_argument("--out", help="output folder (default: out), a local path or an object-storage URI; rerunning "
+                   "with the same --out resumes (and retries inputs that failed for a transient reason)")
+    p.add_argument("--retry-failed", action="store_true", help="resume: also retry every input that failed before")
     p.add_argument("--csv", help="VGGSound-format CSV: youtube_id,start_seconds,label,split")
     p.add_argument("--classes", help="class allow-list (preliminary curation): a file with one class per line, or "
                    "`vggss` (the 149 VGGSS classes) / `avsync15` (the 15 AVSync15 classes), shipped")
@@ -67,9 +71,11 @@ def _main(argv: list[str] | None) -> int:
         "cascade": True if args.cascade else None,
         "allow_random_weights": True if args.allow_random_weights else None,
         "balance.min_segments_per_class": args.min_segments_per_class,
+        "retry_failed": True if args.retry_failed else None,
     }
     cfg = load_config(args.config, args.overrides, **explicit)
-    output_dir(cfg.out)
+    if not is_uri(cfg.out):
+        output_dir(cfg.out)
     from curate.runner import build_stages, empty_reason, plan_run, run
     from curate.stage import StageUnavailable
 

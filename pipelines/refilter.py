@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from common.cli import UsageError, add_config_arguments, run_main, settings_help, setup_logging
 
@@ -40,8 +39,8 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     from curate.config import CurateConfig, load_config
+    from curate import storage
     from curate.finalize import finalize
-    from curate.report import write_report
     from curate.runner import build_stages, empty_reason
 
     if args.help_config:
@@ -49,10 +48,10 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if not args.out:
         build_parser().error("the following arguments are required: --out")
-    saved = Path(args.out) / "work" / "config.json"
-    if not saved.is_file():
+    saved = storage.join(args.out, "work", "config.json")
+    if not storage.is_file(saved):
         raise UsageError(f"{saved} not found: is --out a finished curation run?")
-    base = json.loads(saved.read_text())
+    base = json.loads(storage.read_text(saved))
     base["score_only"] = False  # refilter writes shards unless told score_only=true
     cfg = load_config(args.config, args.overrides, base=base, out=args.out,
                       **{"balance.min_segments_per_class": args.min_segments_per_class})
@@ -65,9 +64,9 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(f"stage(s) {missing} were not run in {args.out}; their scores do not exist")
     stages = build_stages(cfg, check=False)
     t0 = time.perf_counter()
-    result = finalize(cfg, stages, run_seconds=0.0, source_media_fallback=not args.no_recut)
-    write_report(Path(cfg.out))
-    (Path(args.out) / "work" / "refilter.json").write_text(json.dumps(new, indent=2, sort_keys=True, default=str))
+    result = finalize(cfg, stages, run_seconds=0.0, source_media_fallback=not args.no_recut, report=True)
+    storage.write_bytes(storage.join(args.out, "work", "refilter.json"),
+                        json.dumps(new, indent=2, sort_keys=True, default=str).encode())
     print(result.summary())
     print(f"refiltered in {time.perf_counter() - t0:.1f} s; outputs in {args.out}/")
     empty = empty_reason(result.stats)

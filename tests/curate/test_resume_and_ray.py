@@ -28,12 +28,17 @@ def _table(out, name, sort):
     return pq.read_table(Path(out) / f"{name}.parquet").to_pandas().sort_values(sort).reset_index(drop=True)
 
 
-def assert_same_outputs(a: Path, b: Path) -> None:
+def assert_same_outputs(a: Path, b: Path, ignore_input_columns: tuple[str, ...] = (), float_tol: float = 0.0) -> None:
+    """Equal manifests and shards. `ignore_input_columns`: inputs.parquet columns that may differ (e.g. the
+    attempts of a run that survived a fault); `float_tol`: relative tolerance of manifest floats (scores made
+    by a model in another process), 0 = pandas' default."""
     import pandas.testing as pdt
 
-    pdt.assert_frame_equal(_table(a, "windows", ["window_id"]), _table(b, "windows", ["window_id"]))
-    pdt.assert_frame_equal(_table(a, "segments", ["segment_id"]), _table(b, "segments", ["segment_id"]))
-    pdt.assert_frame_equal(_table(a, "inputs", ["path"]), _table(b, "inputs", ["path"]))
+    exact = dict(check_exact=False, rtol=float_tol, atol=1e-9) if float_tol else {}
+    pdt.assert_frame_equal(_table(a, "windows", ["window_id"]), _table(b, "windows", ["window_id"]), **exact)
+    pdt.assert_frame_equal(_table(a, "segments", ["segment_id"]), _table(b, "segments", ["segment_id"]), **exact)
+    pdt.assert_frame_equal(_table(a, "inputs", ["path"]).drop(columns=list(ignore_input_columns)),
+                           _table(b, "inputs", ["path"]).drop(columns=list(ignore_input_columns)))
     sa = sorted(p.name for p in (a / "shards").glob("*.tar"))
     sb = sorted(p.name for p in (b / "shards").glob("*.tar"))
     assert sa == sb and sa
