@@ -47,7 +47,7 @@ class VideoItem:
     def release_media(self) -> None:
         """Drop the frames (kept: source facts and duration) once nothing downstream needs them."""
         if self.video is not None:
-            self.source, self.duration = self.video.source, self.video.duration
+            self.source, self.duration = source_facts(self.video), self.video.duration
             self.video = None
 
     @property
@@ -111,6 +111,11 @@ def write_atomic(path: str | Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------- the stages
 
 
+def source_facts(video: DecodedVideo) -> dict:
+    """The decoder's facts about the source, without the input path (recorded in its own columns)."""
+    return {k: v for k, v in video.source.items() if k != "path"}
+
+
 def decode_and_window(inp: VideoInput, cfg: CurateConfig) -> VideoItem:
     """Decode the video once, cut scenes, make windows. Errors become a failed/dropped item."""
     item = VideoItem(inp)
@@ -127,6 +132,7 @@ def decode_and_window(inp: VideoInput, cfg: CurateConfig) -> VideoItem:
         item.status, item.error = "failed", f"{type(e).__name__}: {e}"
         return item
     item.timers["decode"] = StageTimer(time.perf_counter() - t0, 0, 1)
+    video.source.setdefault("path", str(inp.path))  # stages that re-read the file (psync under preprocess=asva)
     item.video = video
     if video.audio is None:
         item.status, item.reason = "dropped", "no audio track"
@@ -237,7 +243,7 @@ def segment_meta(seg: Segment, video: DecodedVideo | None, flags: ScoreFlags | N
         "models": flags.models,
     }
     if video is not None:
-        meta["source_info"] = video.source
+        meta["source_info"] = source_facts(video)
     return meta
 
 

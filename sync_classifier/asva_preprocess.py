@@ -245,9 +245,11 @@ def clips_from_decoded(video: list[tuple[float, np.ndarray]], audio: list[tuple[
     mels = []
     for k in range(times.shape[0]):
         parts = [d for p, d in audio if times[k, 0] <= p <= times[k, -1]]
-        if not parts:
-            raise ValueError(f"no audio frames between {times[k, 0]:.4f} s and {times[k, -1]:.4f} s")
-        mels.append(asva_mel(frames_to_channels(parts), audio_rate, spec))
+        if parts:
+            wave = frames_to_channels(parts)
+        else:  # the audio track ends before the clip (a shifted P_Sync clip at a file's end): silence, as a
+            wave = torch.zeros(1, int(round(spec.duration * audio_rate)))  # native decode fills lost audio
+        mels.append(asva_mel(wave, audio_rate, spec))
     return v.contiguous(), torch.stack(mels)
 
 

@@ -111,3 +111,23 @@ def test_psync_stage_takes_the_authors_checkpoint_with_their_cut(authors_ckpt, v
     assert stage.provenance()["training_data"] == "vggss" and stage.curation_grade
     stage.setup()
     assert stage._scorer.preprocess == "asva"
+
+
+def test_clip_past_the_audio_end_is_scored_on_silence_not_failed():
+    """A shifted P_Sync clip at a file's end can start after the last audio frame: under asva that clip
+    gets silence (as the native decode fills lost audio) instead of failing the whole video."""
+    import numpy as np
+    import torch
+
+    from sync_classifier.asva_preprocess import clip_times, clips_from_decoded
+    from sync_classifier.config import ClipSpec
+
+    spec = ClipSpec(image_size=32, n_mels=16, num_frames=4, fps=4, duration=1.0)
+    rng = np.random.default_rng(0)
+    video = [(i / 8, rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for i in range(40)]  # 5 s at 8 fps
+    audio = [(i * 0.1, rng.normal(size=(1600, 1)).astype(np.float32) * 0.1) for i in range(20)]  # ends at 2 s
+    times = clip_times([0.5, 3.5], spec)
+    v, m = clips_from_decoded(video, audio, 16000, times, spec)
+    assert v.shape[0] == m.shape[0] == 2
+    assert torch.isfinite(m).all()
+    assert not torch.allclose(m[0], m[1])  # the first clip has sound, the second is silence
