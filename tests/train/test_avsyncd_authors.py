@@ -96,3 +96,122 @@ def test_segment_masks_match_authors():
         got = segment_audio_tokens(ids, masks.shape[0])[0, :, :, 0].long().numpy()
         want = np.stack([np.flatnonzero(row) for row in masks])
         np.testing.assert_array_equal(got, want)
+
+
+# ------------------------------------------------------------------------------------- switches
+
+
+def test_fresh_model_is_sd_per_frame_only_with_per_frame_groupnorm():
+    """Why per-frame GroupNorm is the default from SD 1.5: a fresh model then computes SD 1.5's UNet on the
+    conditioning frame; pooling the statistics over frames changes SD's output at step 0 (frame 1 clean,
+    the others noise)."""
+    from diffusers import UNet2DConditionModel
+
+    from train.models.avsyncd import PRESETS, build_unet
+
+    x = torch.randn(1, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x[:, 0] *= 0.2
+    text = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.tensor([500])
+    diffs = {}
+    for pooled in (False, True):
+        torch.manual_seed(0)
+        net = build_unet("tiny", groupnorm_over_frames=pooled).double().eval()
+        sd = UNet2DConditionModel(**{k: v for k, v in PRESETS["tiny"].items() if k != "audio_cross_attention_dim"})
+        sd = sd.double().eval()
+        sd.load_state_dict({k: v for k, v in net.state_dict().items() if k in sd.state_dict()})
+        with torch.no_grad():
+            eps = net(x, t, text, torch.randn(1, 4, 25, 32, dtype=torch.float64)).sample[:, 0]
+            diffs[pooled] = (eps - sd(x[:, 0], t, text).sample).abs().max().item()
+    assert diffs[False] < 1e-10
+    assert diffs[True] > 1e-2
+
+
+def test_added_init_identity_and_authors():
+    from train.models.avsyncd import build_unet
+
+    ours = build_unet("tiny")
+    theirs = build_unet("tiny", added_init="asva")
+    sd_ours, sd_theirs = ours.state_dict(), theirs.state_dict()
+    temp_w = [k for k in sd_ours if k.endswith("attn_temp.to_out.0.weight")]
+    assert temp_w
+    for k in temp_w:
+        assert sd_ours[k].abs().max() == 0 and sd_theirs[k].abs().max() == 0
+    for suffix in ("attn_temp.to_out.0.bias", "attn_audio.to_out.0.weight", "attn_audio.to_out.0.bias"):
+        keys = [k for k in sd_ours if k.endswith(suffix)]
+        assert keys and all(sd_ours[k].abs().max() == 0 for k in keys)
+        assert all(sd_theirs[k].abs().max() > 0 for k in keys), suffix
+    conv = [k for k in sd_theirs if "conv_temp" in k]
+    assert conv and all(sd_theirs[k].abs().max() == 0 for k in conv)  # their conv_temp is zero too
+    with pytest.raises(ValueError, match="added_init"):
+        build_unet("tiny", added_init="xavier")
+
+
+class _FakeUNet:
+    """eps = a function of (x, text, audio) that differs per condition, so each guidance branch is visible."""
+
+    def __call__(self, x, t, text, audio):
+        eps = x * (1 + text.mean((1, 2))[:, None, None, None, None]) + audio.mean((1, 2, 3))[:, None, None, None, None]
+        return type("Out", (), {"sample": eps})()
+
+
+@pytest.mark.parametrize("s_a,s_t", [(4.0, 1.0), (1.0, 3.0), (4.0, 2.5), (1.0, 1.0)])
+def test_guidance_follows_authors_pipeline(s_a, s_t):
+    from train.avsyncd_diffusion import guided_eps
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 2, 2, generator=g, dtype=torch.float64)
+    text, null_t = torch.randn(2, 5, 8, generator=g, dtype=torch.float64), torch.randn(1, 5, 8, generator=g, dtype=torch.float64)
+    audio, null_a = torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64), torch.randn(1, 3, 7, 8, generator=g, dtype=torch.float64)
+    u = _FakeUNet()
+    e = lambda tx, au: u(x, 0, tx.expand_as(text), au.expand_as(audio)).sample  # noqa: E731
+    if s_t > 1 and s_a > 1:
+        want = e(null_t, null_a) + s_t * (e(text, null_a) - e(null_t, null_a)) + s_a * (e(text, audio) - e(text, null_a))
+    elif s_t > 1:
+        want = e(null_t, audio) + s_t * (e(text, audio) - e(null_t, audio))
+    else:
+        want = e(text, null_a) + s_a * (e(text, audio) - e(text, null_a))
+    got = guided_eps(u, x, 0, text, audio, null_a, s_a, null_t, s_t)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    if s_t > 1:
+        with pytest.raises(ValueError, match="null-text"):
+            guided_eps(u, x, 0, text, audio, null_a, s_a, None, s_t)
+
+
+def test_encode_audio_runs_imagebind_in_train_mode_when_asked():
+    from curate.models.imagebind import audio_token_encoder
+    from train.avsyncd_components import Components
+
+    enc = audio_token_encoder("tiny", random=True)
+    seen = []
+    enc.trunk.register_forward_pre_hook(lambda m, a, k: seen.append(m.training), with_kwargs=True)
+    mel = torch.randn(1, 1, 128, 204)
+    for mode in (False, True):
+        parts = Components(None, None, None, None, enc, True, {}, audio_train_mode=mode)
+        tokens = parts.encode_audio(mel)
+        assert tokens.shape[1] == 1 + 12 * 19 and not tokens.requires_grad
+        assert seen[-1] is mode and enc.training is False  # restored to eval afterwards
+
+
+def test_sampling_dtype_fp16_falls_back_on_cpu(caplog):
+    from common import cli
+    from train.sample_avsyncd import run_dtype
+
+    assert run_dtype("fp32", "cpu") == torch.float32
+    with caplog.at_level("WARNING"):
+        assert run_dtype("fp16", "cpu") == torch.float32
+    assert "needs CUDA" in caplog.text
+    with pytest.raises(cli.UsageError):
+        run_dtype("bf8", "cpu")
+
+
+def test_landscapes_config_is_the_authors_recipe():
+    from common.config import load
+    from train.avsyncd import TrainConfig
+
+    root = Path(__file__).resolve().parents[2] / "train" / "configs"
+    land = load(TrainConfig, root / "avsyncd_landscapes.yaml")
+    paper = load(TrainConfig, root / "avsyncd_paper.yaml")
+    assert land.steps == 24000 and paper.steps == 37000
+    for k in ("batch_size", "lr", "weight_decay", "height", "width", "fps", "duration", "hflip", "diffusion"):
+        assert getattr(land, k) == getattr(paper, k), k
