@@ -143,6 +143,15 @@ def test_added_init_identity_and_authors():
         assert all(sd_theirs[k].abs().max() > 0 for k in keys), suffix
     conv = [k for k in sd_theirs if "conv_temp" in k]
     assert conv and all(sd_theirs[k].abs().max() == 0 for k in conv)  # their conv_temp is zero too
+    # consequence: a fresh model of theirs already hears the audio, ours does not
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 3, 4, 8, 8, generator=g), torch.randn(1, 5, 32, generator=g)
+    a1, a2 = torch.randn(1, 3, 25, 32, generator=g), torch.randn(1, 3, 25, 32, generator=g)
+    with torch.no_grad():
+        d_ours = (ours(x, 10, text, a1).sample - ours(x, 10, text, a2).sample).abs().max().item()
+        d_theirs = (theirs(x, 10, text, a1).sample - theirs(x, 10, text, a2).sample).abs().max().item()
+    print(f"fresh model, two audios: max eps diff ours {d_ours:.3g}, authors' init {d_theirs:.3g}")
+    assert d_ours < 1e-7 and d_theirs > 1e-4
     with pytest.raises(ValueError, match="added_init"):
         build_unet("tiny", added_init="xavier")
 
@@ -215,3 +224,32 @@ def test_landscapes_config_is_the_authors_recipe():
     assert land.steps == 24000 and paper.steps == 37000
     for k in ("batch_size", "lr", "weight_decay", "height", "width", "fps", "duration", "hflip", "diffusion"):
         assert getattr(land, k) == getattr(paper, k), k
+
+
+def test_sampler_runs_the_authors_layout_with_text_guidance(asva_folder, tmp_path, caplog):
+    """The sampler on a checkpoint in the authors' layout (tiny, seeded weights, random toy SD parts): text +
+    audio guidance (three passes), fp16 asked on a CPU -> float32, recorded in the sidecar."""
+    import shutil
+
+    import soundfile as sf
+    from PIL import Image
+
+    from train.avsyncd_components import write_tiny_components
+    from train.sample_avsyncd import main as sample_main
+
+    comp = write_tiny_components(tmp_path / "parts")
+    ck = tmp_path / "ck" / "modules"
+    shutil.copytree(asva_folder, ck)
+    shutil.copytree(comp / "audio_encoder", ck / "audio_encoder")
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "first.png")
+    sf.write(tmp_path / "a.wav", np.sin(np.arange(32000) / 16000 * 2 * np.pi * 440).astype(np.float32), 16000)
+    out = tmp_path / "s.mp4"
+    with caplog.at_level("WARNING"):
+        rc = sample_main(["--checkpoint", str(ck), "--image", str(tmp_path / "first.png"), "--audio",
+                          str(tmp_path / "a.wav"), "--label", "wind", "--out", str(out), "--steps", "2",
+                          f"sd={comp}", "height=16", "width=16", "text_guidance=2.5", "dtype=fp16", "device=cpu"])
+    assert rc == 0 and out.is_file()
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["text_guidance_scale"] == 2.5 and side["guidance_scale"] == 4.0 and side["dtype"] == "fp32"
+    assert side["random_weights"] is True
+    assert "needs CUDA" in caplog.text
