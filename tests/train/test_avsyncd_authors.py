@@ -72,10 +72,10 @@ def test_authors_layout_has_exactly_our_keys(golden):
 def test_authors_unet_output_reproduced(golden, asva_folder):
     """Their checkpoint layout loads with 5-D GroupNorm switched on and gives their eps within 1e-5."""
     model = load_asva_unet(asva_folder)
-    assert model.config.groupnorm_over_frames
     eps = _run(model, golden)
     assert eps.shape == golden["out"].shape
     np.testing.assert_allclose(eps.numpy(), golden["out"], atol=1e-5, rtol=0)
+    assert model.config.groupnorm_over_frames and model.config.added_init == "asva"
 
 
 def test_per_frame_groupnorm_differs_from_authors(golden, asva_folder):
@@ -253,3 +253,15 @@ def test_sampler_runs_the_authors_layout_with_text_guidance(asva_folder, tmp_pat
     assert side["text_guidance_scale"] == 2.5 and side["guidance_scale"] == 4.0 and side["dtype"] == "fp32"
     assert side["random_weights"] is True
     assert "needs CUDA" in caplog.text
+
+
+def test_switches_survive_save_and_load(tmp_path):
+    from train.models.avsyncd import build_unet, load_unet
+
+    net = build_unet("tiny", groupnorm_over_frames=True, added_init="asva")
+    net.save_pretrained(tmp_path / "unet")
+    back = load_unet(tmp_path / "unet")
+    assert back.config.groupnorm_over_frames is True and back.config.added_init == "asva"
+    x, text = torch.randn(1, 3, 4, 8, 8), torch.randn(1, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, 5, text).sample, net(x, 5, text).sample)
