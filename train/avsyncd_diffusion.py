@@ -93,21 +93,32 @@ def guided_eps(unet, x: torch.Tensor, t, text: torch.Tensor, audio: torch.Tensor
 @torch.no_grad()
 def sample(unet, first: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, null_audio: torch.Tensor,
            scheduler: PNDMScheduler, num_frames: int, steps: int = 50, guidance: float = 4.0, generator=None,
-           progress: bool = False, null_text: torch.Tensor | None = None, text_guidance: float = 1.0) -> torch.Tensor:
+           progress: bool = False, null_text: torch.Tensor | None = None, text_guidance: float = 1.0,
+           inplace_update: bool = False) -> torch.Tensor:
     """first [B, C, h, w] clean latent of the conditioning image -> latents [B, F, C, h, w] (frame 1 = first).
-    Runs in `first`'s dtype (float16 for the authors' evaluation setting)."""
+    Runs in `first`'s dtype (float16 for the authors' evaluation setting).
+
+    `inplace_update` reproduces the authors' pipeline exactly: it hands PNDM a view of the latents and writes
+    the step's result back into them, and PNDM keeps that view as the sample of its first PLMS step, so the
+    repeated first step (diffusers' PLMS warm-up) starts from the already-updated latents instead of the
+    original ones. Off: diffusers' ordinary PLMS (as SD's own pipeline)."""
     from tqdm import tqdm
 
     b = first.shape[0]
-    x = torch.randn((b, num_frames - 1, *first.shape[1:]), generator=generator, device=first.device,
-                    dtype=first.dtype) * scheduler.init_noise_sigma
+    c, h, w = first.shape[1:]
+    # drawn in the authors' layout (b c f h w), so a generator seed gives their initial noise
+    x = torch.randn((b, c, num_frames - 1, h, w), generator=generator, device=first.device,
+                    dtype=first.dtype).transpose(1, 2).contiguous() * scheduler.init_noise_sigma
     scheduler.set_timesteps(steps, device=first.device)
+    full = torch.cat([first[:, None], x], 1)
     for t in tqdm(scheduler.timesteps, disable=not progress, desc="sampling", leave=False):
-        full = torch.cat([first[:, None], x], 1)
         eps = guided_eps(unet, scheduler.scale_model_input(full, t), t, text, audio, null_audio, guidance,
                          null_text, text_guidance)
-        x = scheduler.step(eps[:, 1:], t, x).prev_sample
-    return torch.cat([first[:, None], x], 1)
+        if inplace_update:
+            full[:, 1:] = scheduler.step(eps[:, 1:], t, full[:, 1:]).prev_sample
+        else:
+            full = torch.cat([full[:, :1], scheduler.step(eps[:, 1:], t, full[:, 1:].clone()).prev_sample], 1)
+    return full
 
 
 __all__ = ["DiffusionConfig", "train_scheduler", "sample_scheduler", "training_loss", "guided_eps", "sample"]

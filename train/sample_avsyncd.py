@@ -5,8 +5,9 @@ Writes the 2 s video (12 frames at 6 fps; frame 1 is the image) with the conditi
 JSON sidecar beside it (`out.json`: image, audio, label, checkpoint, seed, guidance scale, random_weights).
 The checkpoint is a training run's `final/` folder (its `avsyncd.json` names the SD / ImageBind parts it
 used), or the authors' released checkpoint (`.../checkpoint-N/modules`, with `sd=` and `imagebind=`).
-`text_guidance=S` adds the authors' text classifier-free guidance; `dtype=fp16` runs every network in float16 as
-their evaluation script does (CUDA only: on a CPU it falls back to float32 with a warning, and the sidecar
+`text_guidance=S` adds the authors' text classifier-free guidance. Their checkpoints sample with their in-place
+latent update (`inplace_update`; it alters PNDM's first PLMS step). `dtype=fp16` runs every network in float16
+as their evaluation script does (CUDA only: on a CPU it falls back to float32 with a warning, and the sidecar
 records the dtype that ran).
 """
 
@@ -55,6 +56,9 @@ class SampleConfig:
     """Text guidance scale (default: the checkpoint's, 1 = off; the authors' pipeline's text CFG)."""
     dtype: Literal["fp32", "fp16"] = "fp32"
     """fp16: every network in float16 (the authors' evaluation setting; CUDA only, a CPU falls back to fp32)."""
+    inplace_update: bool | None = None
+    """The authors' in-place latent update (it changes PNDM's first PLMS step; see train.avsyncd_diffusion.sample).
+    Default: on for a checkpoint in the authors' layout, off for ours."""
     height: int | None = None
     width: int | None = None
     device: str = "auto"
@@ -127,6 +131,9 @@ def generate(cfg: SampleConfig) -> dict:
     if random_weights:
         log.warning("RANDOM-INIT weights: this sample is noise (checks the pipeline only)")
     dtype = run_dtype(cfg.dtype, device)
+    unet_cfg = unet_dir / "config.json"
+    authors = unet_cfg.is_file() and json.loads(unet_cfg.read_text()).get("_class_name") != "AVSyncDUNet"
+    inplace = authors if cfg.inplace_update is None else cfg.inplace_update
     parts.frozen_to(device, dtype)
     unet = parts.unet.to(device=device, dtype=dtype).eval()
     wave_t = torch.from_numpy(np.pad(wave, (0, spec.num_samples - len(wave))))
@@ -139,14 +146,14 @@ def generate(cfg: SampleConfig) -> dict:
         null_text = parts.encode_text([""]).to(dtype) if text_guidance != 1.0 else None
         z1 = parts.encode_frames(first[None, None].to(device), g)[:, 0].to(dtype)
         lat = sample(unet, z1, text, audio, null, sample_scheduler(dcfg), spec.num_frames, steps, guidance, g,
-                     progress=True, null_text=null_text, text_guidance=text_guidance)
+                     progress=True, null_text=null_text, text_guidance=text_guidance, inplace_update=inplace)
         frames = parts.decode_latents(lat)[0]  # [F, 3, H, W] in [0, 1]
     video = (frames.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     out.write_bytes(encode_mp4(video, spec.fps, wave_t.numpy(), spec.audio_rate))
     sidecar = out.with_suffix(".json")
     info = {**sidecar_fields(cond), "image": str(image), "audio": str(audio_path), "label": label, "checkpoint": str(ck),
             "seed": cfg.seed, "guidance_scale": guidance, "text_guidance_scale": text_guidance,
-            "dtype": "fp16" if dtype == torch.float16 else "fp32", "steps": steps, "random_weights": random_weights,
+            "dtype": "fp16" if dtype == torch.float16 else "fp32", "inplace_update": inplace, "steps": steps, "random_weights": random_weights,
             "fps": spec.fps, "num_frames": spec.num_frames, "height": spec.height, "width": spec.width,
             "video": str(out)}
     sidecar.write_text(json.dumps(info, indent=1))

@@ -251,7 +251,7 @@ def test_sampler_runs_the_authors_layout_with_text_guidance(asva_folder, tmp_pat
     assert rc == 0 and out.is_file()
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["text_guidance_scale"] == 2.5 and side["guidance_scale"] == 4.0 and side["dtype"] == "fp32"
-    assert side["random_weights"] is True
+    assert side["random_weights"] is True and side["inplace_update"] is True  # the authors' layout
     assert "needs CUDA" in caplog.text
 
 
@@ -265,3 +265,28 @@ def test_switches_survive_save_and_load(tmp_path):
     x, text = torch.randn(1, 3, 4, 8, 8), torch.randn(1, 5, 32)
     with torch.no_grad():
         torch.testing.assert_close(back(x, 5, text).sample, net(x, 5, text).sample)
+
+
+def test_sampler_reproduces_authors_pipeline_loop(asva_folder):
+    """Their AudioCondAnimationPipeline's loop (PNDM 3 steps, audio guidance 4, text guidance 2, seed 7, float64,
+    their toy UNet): same initial noise from the seed, same guidance, same first-frame handling and their
+    in-place latent update (`inplace_update`) -> same latents; ordinary PLMS differs."""
+    from train.avsyncd_diffusion import DiffusionConfig, sample, sample_scheduler
+
+    s = dict(np.load(FIX / "sampler_tiny.npz"))
+    unet = load_asva_unet(asva_folder).double().eval()
+    f = s["latents"].shape[1]
+    seg = lambda a: segment_audio_tokens(torch.from_numpy(a).double(), f)  # noqa: E731
+    lat = sample(unet, torch.from_numpy(s["z1"]), torch.from_numpy(s["text"]), seg(s["audio"]), seg(s["null_audio"]),
+                 sample_scheduler(DiffusionConfig()), f, steps=int(s["steps"]), guidance=float(s["audio_guidance"]),
+                 generator=torch.Generator().manual_seed(int(s["seed"])), null_text=torch.from_numpy(s["null_text"]),
+                 text_guidance=float(s["text_guidance"]), inplace_update=True)
+    np.testing.assert_allclose(lat.numpy(), s["latents"], atol=1e-5, rtol=0)
+    plain = sample(unet, torch.from_numpy(s["z1"]), torch.from_numpy(s["text"]), seg(s["audio"]), seg(s["null_audio"]),
+                   sample_scheduler(DiffusionConfig()), f, steps=int(s["steps"]), guidance=float(s["audio_guidance"]),
+                   generator=torch.Generator().manual_seed(int(s["seed"])), null_text=torch.from_numpy(s["null_text"]),
+                   text_guidance=float(s["text_guidance"]))
+    diff = np.abs(plain.numpy() - s["latents"]).max()
+    print(f"sampler: authors' in-place update vs ordinary PLMS, 3 steps: max latent diff {diff:.3g}")
+    assert diff > 1e-2
+    np.testing.assert_allclose(plain[:, 0].numpy(), s["z1"], atol=1e-12, rtol=0)  # frame 1 kept either way
