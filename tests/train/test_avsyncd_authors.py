@@ -53,8 +53,16 @@ def asva_folder(tmp_path_factory, golden):
     return d.parent
 
 
-def _run(model: AVSyncDUNet, golden) -> torch.Tensor:
+def _float64(model: AVSyncDUNet, golden) -> AVSyncDUNet:
+    """The loaded model in float64 with the seeded float64 weights again (the loader builds a float32 model, so
+    the file's float64 values were rounded on the way in)."""
     model = model.double().eval()
+    model.load_state_dict(fill_state(json.loads(str(golden["keys"]))))
+    return model
+
+
+def _run(model: AVSyncDUNet, golden) -> torch.Tensor:
+    model = _float64(model, golden)
     f = golden["sample"].shape[2]
     sample = torch.from_numpy(golden["sample"]).double().permute(0, 2, 1, 3, 4)  # b c f h w -> b f c h w
     audio = segment_audio_tokens(torch.from_numpy(golden["audio"]).double(), f)
@@ -74,7 +82,7 @@ def test_authors_unet_output_reproduced(golden, asva_folder):
     model = load_asva_unet(asva_folder)
     eps = _run(model, golden)
     assert eps.shape == golden["out"].shape
-    np.testing.assert_allclose(eps.numpy(), golden["out"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(eps.numpy(), golden["out"], atol=1e-9, rtol=0)  # float64 (the issue asks 1e-5)
     assert model.config.groupnorm_over_frames and model.config.added_init == "asva"
 
 
@@ -267,21 +275,21 @@ def test_switches_survive_save_and_load(tmp_path):
         torch.testing.assert_close(back(x, 5, text).sample, net(x, 5, text).sample)
 
 
-def test_sampler_reproduces_authors_pipeline_loop(asva_folder):
+def test_sampler_reproduces_authors_pipeline_loop(asva_folder, golden):
     """Their AudioCondAnimationPipeline's loop (PNDM 3 steps, audio guidance 4, text guidance 2, seed 7, float64,
     their toy UNet): same initial noise from the seed, same guidance, same first-frame handling and their
     in-place latent update (`inplace_update`) -> same latents; ordinary PLMS differs."""
     from train.avsyncd_diffusion import DiffusionConfig, sample, sample_scheduler
 
     s = dict(np.load(FIX / "sampler_tiny.npz"))
-    unet = load_asva_unet(asva_folder).double().eval()
+    unet = _float64(load_asva_unet(asva_folder), golden)
     f = s["latents"].shape[1]
     seg = lambda a: segment_audio_tokens(torch.from_numpy(a).double(), f)  # noqa: E731
     lat = sample(unet, torch.from_numpy(s["z1"]), torch.from_numpy(s["text"]), seg(s["audio"]), seg(s["null_audio"]),
                  sample_scheduler(DiffusionConfig()), f, steps=int(s["steps"]), guidance=float(s["audio_guidance"]),
                  generator=torch.Generator().manual_seed(int(s["seed"])), null_text=torch.from_numpy(s["null_text"]),
                  text_guidance=float(s["text_guidance"]), inplace_update=True)
-    np.testing.assert_allclose(lat.numpy(), s["latents"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(lat.numpy(), s["latents"], atol=1e-8, rtol=0)
     plain = sample(unet, torch.from_numpy(s["z1"]), torch.from_numpy(s["text"]), seg(s["audio"]), seg(s["null_audio"]),
                    sample_scheduler(DiffusionConfig()), f, steps=int(s["steps"]), guidance=float(s["audio_guidance"]),
                    generator=torch.Generator().manual_seed(int(s["seed"])), null_text=torch.from_numpy(s["null_text"]),
