@@ -298,3 +298,16 @@ def test_sampler_reproduces_authors_pipeline_loop(asva_folder, golden):
     print(f"sampler: authors' in-place update vs ordinary PLMS, 3 steps: max latent diff {diff:.3g}")
     assert diff > 1e-2
     np.testing.assert_allclose(plain[:, 0].numpy(), s["z1"], atol=1e-12, rtol=0)  # frame 1 kept either way
+
+
+def test_training_switches_reach_the_model(tmp_path):
+    from common.config import load
+    from train.avsyncd import TrainConfig, build_parts
+
+    cfg = load(TrainConfig, None, ["preset=tiny", f"out_dir={tmp_path}", "groupnorm_over_frames=true",
+                                   "added_init=asva", "imagebind_train_mode=true"], explicit={"sd": ""})
+    parts = build_parts(cfg)
+    assert parts.unet.config.groupnorm_over_frames is True and parts.unet.config.added_init == "asva"
+    assert parts.audio_train_mode is True and parts.random_weights is True
+    keys = [k for k, v in parts.unet.state_dict().items() if k.endswith("attn_audio.to_out.0.weight")]
+    assert keys and all(parts.unet.state_dict()[k].abs().max() > 0 for k in keys)
