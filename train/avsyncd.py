@@ -67,7 +67,7 @@ class TrainConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     groupnorm_over_frames: bool = False
     """ResNet GroupNorms pool all frames of a clip (the authors' network). Off: per frame, as SD 1.5 was trained,
-    so a fresh model is SD 1.5 on every frame; see docs/avsyncd.md. A loaded init_unet keeps its own setting."""
+    so a fresh model is SD 1.5 on the conditioning frame; see docs/avsyncd.md. A loaded init_unet keeps its own."""
     added_init: Literal["identity", "asva"] = "identity"
     """identity: attn_audio / attn_temp outputs start at zero; asva: the authors' init (attn_temp weight only)."""
     imagebind_train_mode: bool = False
