@@ -65,6 +65,13 @@ class TrainConfig:
     """Shuffle buffer of the shard reader (0: read in order)."""
     num_workers: int = 2
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    groupnorm_over_frames: bool = False
+    """ResNet GroupNorms pool all frames of a clip (the authors' network). Off: per frame, as SD 1.5 was trained,
+    so a fresh model is SD 1.5 on the conditioning frame; see docs/avsyncd.md. A loaded init_unet keeps its own."""
+    added_init: Literal["identity", "asva"] = "identity"
+    """identity: attn_audio / attn_temp outputs start at zero; asva: the authors' init (attn_temp weight only)."""
+    imagebind_train_mode: bool = False
+    """Encode audio with ImageBind in train mode (drop-path 0.1 on real and null audio), as the authors do."""
     seed: int = 0
     log_every: int = 50
     save_every: int = 1000
@@ -132,7 +139,9 @@ def build_parts(cfg: TrainConfig):
         if not (comp / "random_weights.json").is_file():
             write_tiny_components(comp, seed=cfg.seed)
         sd, imagebind = str(comp), str(comp / "audio_encoder")
-    return load_components(sd, imagebind, cfg.init_unet, imagebind_preset="huge" if cfg.preset == "paper" else "tiny")
+    return load_components(sd, imagebind, cfg.init_unet, imagebind_preset="huge" if cfg.preset == "paper" else "tiny",
+                           groupnorm_over_frames=cfg.groupnorm_over_frames, added_init=cfg.added_init,
+                           audio_train_mode=cfg.imagebind_train_mode)
 
 
 def print_param_table() -> dict:

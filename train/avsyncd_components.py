@@ -31,6 +31,9 @@ class Components:
     audio_encoder: torch.nn.Module
     random_weights: bool
     sources: dict
+    audio_train_mode: bool = False
+    """Run ImageBind in train mode while encoding (its drop-path 0.1 active, no gradients), as the authors'
+    trainer does: their audio encoder is a submodule of the trainer, which is put in train mode."""
 
     def frozen_to(self, device, dtype=torch.float32) -> None:
         for m in (self.vae, self.text_encoder, self.audio_encoder):
@@ -66,10 +69,17 @@ class Components:
         return ((img + 1) / 2).clamp(0, 1).view(b, f, *img.shape[1:])
 
     @torch.no_grad()
-    def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
-        """ImageBind mel [B, 1, 128, 204] -> all audio tokens [B, 1 + 12 * 19, D]."""
-        p = next(self.audio_encoder.parameters())
-        return self.audio_encoder(mel.to(p.device, p.dtype))[0].float()
+    def encode_audio(self, mel: torch.Tensor, train_mode: bool | None = None) -> torch.Tensor:
+        """ImageBind mel [B, 1, 128, 204] -> all audio tokens [B, 1 + 12 * 19, D]. `train_mode` (default:
+        `audio_train_mode`): drop-path active for this call."""
+        enc = self.audio_encoder
+        p = next(enc.parameters())
+        was = enc.training
+        enc.train(self.audio_train_mode if train_mode is None else train_mode)
+        try:
+            return enc(mel.to(p.device, p.dtype))[0].float()
+        finally:
+            enc.train(was)
 
 
 # ------------------------------------------------------------------------------------------ tiny
@@ -147,8 +157,11 @@ def is_random(folder: str | Path) -> bool:
 
 
 def load_components(sd: str = SD15, imagebind: str = DEFAULT_CHECKPOINT, unet: str = "",
-                    imagebind_preset: str = "huge") -> Components:
-    """Load every part; a missing weight fails at once with the source that was tried and what to pass."""
+                    imagebind_preset: str = "huge", groupnorm_over_frames: bool = False, added_init: str = "identity",
+                    audio_train_mode: bool = False) -> Components:
+    """Load every part; a missing weight fails at once with the source that was tried and what to pass.
+    `groupnorm_over_frames` / `added_init` apply to a UNet started from SD's (no `unet`); a loaded UNet keeps
+    its own (the authors' layout: 5-D GroupNorm and their init)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -173,7 +186,9 @@ def load_components(sd: str = SD15, imagebind: str = DEFAULT_CHECKPOINT, unet: s
         imagebind = str(Path(sd) / "audio_encoder")
     audio = load_audio_encoder(imagebind, imagebind_preset)
     try:
-        net = load_unet(unet) if unet else unet_from_sd(sd, audio_cross_attention_dim=audio.dim)
+        net = load_unet(unet) if unet else unet_from_sd(sd, audio_cross_attention_dim=audio.dim,
+                                                        groupnorm_over_frames=groupnorm_over_frames,
+                                                        added_init=added_init)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"could not load the AVSyncD UNet from {unet or sd!r} ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0][:200]})") from None
@@ -182,7 +197,8 @@ def load_components(sd: str = SD15, imagebind: str = DEFAULT_CHECKPOINT, unet: s
                          f"gives {audio.dim}-d")
     random = (local and is_random(sd)) or (bool(unet) and Path(unet).is_dir() and is_random(Path(unet)))
     return Components(net, vae, text_encoder, tokenizer, audio, random,
-                      {"sd": sd, "imagebind": imagebind, "unet": unet or f"{sd} (unet/, added layers fresh)"})
+                      {"sd": sd, "imagebind": imagebind, "unet": unet or f"{sd} (unet/, added layers fresh)"},
+                      audio_train_mode)
 
 
 def param_table(preset: str = "paper") -> dict[str, int]:

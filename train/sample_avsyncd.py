@@ -5,6 +5,10 @@ Writes the 2 s video (12 frames at 6 fps; frame 1 is the image) with the conditi
 JSON sidecar beside it (`out.json`: image, audio, label, checkpoint, seed, guidance scale, random_weights).
 The checkpoint is a training run's `final/` folder (its `avsyncd.json` names the SD / ImageBind parts it
 used), or the authors' released checkpoint (`.../checkpoint-N/modules`, with `sd=` and `imagebind=`).
+`text_guidance=S` adds the authors' text classifier-free guidance. Their checkpoints sample with their in-place
+latent update (`inplace_update`; it alters PNDM's first PLMS step). `dtype=fp16` runs every network in float16
+as their evaluation script does (CUDA only: on a CPU it falls back to float32 with a warning, and the sidecar
+records the dtype that ran).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -47,6 +52,13 @@ class SampleConfig:
     """Audio guidance eta (default: the checkpoint's, 4)."""
     steps: int | None = None
     """PNDM steps (default: the checkpoint's, 50)."""
+    text_guidance: float | None = None
+    """Text guidance scale (default: the checkpoint's, 1 = off; the authors' pipeline's text CFG)."""
+    dtype: Literal["fp32", "fp16"] = "fp32"
+    """fp16: every network in float16 (the authors' evaluation setting; CUDA only, a CPU falls back to fp32)."""
+    inplace_update: bool | None = None
+    """The authors' in-place latent update (it changes PNDM's first PLMS step; see train.avsyncd_diffusion.sample).
+    Default: on for a checkpoint in the authors' layout, off for ours."""
     height: int | None = None
     width: int | None = None
     device: str = "auto"
@@ -103,6 +115,7 @@ def generate(cfg: SampleConfig) -> dict:
     dcfg = DiffusionConfig(**meta["diffusion"]) if "diffusion" in meta else cfg.diffusion
     guidance = dcfg.guidance if cfg.guidance is None else cfg.guidance
     steps = dcfg.sample_steps if cfg.steps is None else cfg.steps
+    text_guidance = dcfg.text_guidance if cfg.text_guidance is None else cfg.text_guidance
     try:
         wave = load_audio(str(audio_path), spec.audio_rate)[: spec.num_samples]
         first = load_image(str(image), spec)
@@ -117,29 +130,48 @@ def generate(cfg: SampleConfig) -> dict:
     random_weights = bool(parts.random_weights or meta.get("random_weights", False))
     if random_weights:
         log.warning("RANDOM-INIT weights: this sample is noise (checks the pipeline only)")
-    parts.frozen_to(device)
-    unet = parts.unet.to(device).eval()
+    dtype = run_dtype(cfg.dtype, device)
+    unet_cfg = unet_dir / "config.json"
+    authors = unet_cfg.is_file() and json.loads(unet_cfg.read_text()).get("_class_name") != "AVSyncDUNet"
+    inplace = authors if cfg.inplace_update is None else cfg.inplace_update
+    parts.frozen_to(device, dtype)
+    unet = parts.unet.to(device=device, dtype=dtype).eval()
     wave_t = torch.from_numpy(np.pad(wave, (0, spec.num_samples - len(wave))))
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
         mel = imagebind_mel(wave_t, spec)[None].to(device)
-        audio = segment_audio_tokens(parts.encode_audio(mel), spec.num_frames)
-        null = segment_audio_tokens(parts.encode_audio(torch.zeros_like(mel)), spec.num_frames)
-        text = parts.encode_text([label]).float()
-        z1 = parts.encode_frames(first[None, None].to(device), g)[:, 0]
+        audio = segment_audio_tokens(parts.encode_audio(mel), spec.num_frames).to(dtype)
+        null = segment_audio_tokens(parts.encode_audio(torch.zeros_like(mel)), spec.num_frames).to(dtype)
+        text = parts.encode_text([label]).to(dtype)
+        null_text = parts.encode_text([""]).to(dtype) if text_guidance != 1.0 else None
+        z1 = parts.encode_frames(first[None, None].to(device), g)[:, 0].to(dtype)
         lat = sample(unet, z1, text, audio, null, sample_scheduler(dcfg), spec.num_frames, steps, guidance, g,
-                     progress=True)
+                     progress=True, null_text=null_text, text_guidance=text_guidance, inplace_update=inplace)
         frames = parts.decode_latents(lat)[0]  # [F, 3, H, W] in [0, 1]
     video = (frames.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
     out.write_bytes(encode_mp4(video, spec.fps, wave_t.numpy(), spec.audio_rate))
     sidecar = out.with_suffix(".json")
     info = {**sidecar_fields(cond), "image": str(image), "audio": str(audio_path), "label": label, "checkpoint": str(ck),
-            "seed": cfg.seed, "guidance_scale": guidance, "steps": steps, "random_weights": random_weights,
+            "seed": cfg.seed, "guidance_scale": guidance, "text_guidance_scale": text_guidance,
+            "dtype": "fp16" if dtype == torch.float16 else "fp32", "inplace_update": inplace, "steps": steps, "random_weights": random_weights,
             "fps": spec.fps, "num_frames": spec.num_frames, "height": spec.height, "width": spec.width,
             "video": str(out)}
     sidecar.write_text(json.dumps(info, indent=1))
     print(f"saved to {out} (+ {sidecar.name})")
     return {"video": out, "sidecar": sidecar, "frames": frames, "latents": lat, **info}
+
+
+def run_dtype(name: str, device) -> torch.dtype:
+    """The dtype sampling runs in: fp16 needs CUDA (CPU half convolutions are slow or missing), so a CPU falls
+    back to float32 and says so."""
+    if name == "fp32":
+        return torch.float32
+    if name != "fp16":
+        raise cli.UsageError(f"dtype must be fp32 or fp16, got {name!r}")
+    if torch.device(device).type != "cuda":
+        log.warning("dtype=fp16 needs CUDA; sampling on %s in float32 instead", device)
+        return torch.float32
+    return torch.float16
 
 
 def main(argv=None) -> int:

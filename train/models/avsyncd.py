@@ -14,9 +14,15 @@ with four additions, all trainable and all initialised so that they change nothi
   frame-index embedding passed through a learnable 2-layer projection (`pos_embedding_temp`).
 The module names and shapes are those of the authors' released checkpoints (lzhangbj/ASVA
 `AudioUNet3DConditionModel`: `*.conv_temp`, `*.attn_audio`, `*.norm_audio`, `*.attn_temp`, `*.norm_temp`,
-`*.pos_embedding_temp`), so `load_asva_unet` loads their `modules/unet` folder without renaming. Unlike their
-init, `attn_audio` / `attn_temp` output projections start at zero (weight and bias), so a fresh model is
-exactly SD 1.5 with first-frame attention (see `docs/avsyncd.md`).
+`*.pos_embedding_temp`), so `load_asva_unet` loads their `modules/unet` folder without renaming. Two config
+switches reproduce the authors' network exactly (both on automatically when their checkpoint layout is loaded):
+- `groupnorm_over_frames`: their ResNet GroupNorms and `conv_norm_out` run on `b c f h w` tensors, so the
+  statistics pool all frames of a video (`FrameGroupNorm`); off (the default for training from SD 1.5), each
+  frame is normalised alone, as SD 1.5 was trained;
+- `added_init`: "identity" (default) zero-initialises the `attn_audio` / `attn_temp` output projections
+  (weight and bias), so a fresh model is exactly SD 1.5 with first-frame attention; "asva" is the authors'
+  init: only `attn_temp.to_out.0.weight` is zero, `attn_audio` keeps its random init, biases their default.
+See `docs/avsyncd.md` and `docs/authors_code/avsyncd.md`.
 
 Tensors: videos are `[B, F, C, H, W]` latents; text `[B, L, D]` (one prompt per video); audio tokens
 `[B, F, S, Da]` (S = 1 + 12 x 2 for ImageBind huge, from `segment_audio_tokens`).
@@ -67,11 +73,12 @@ ASVA_BLOCK_TYPES = {
 
 
 class VideoContext:
-    """Per-call state shared by the added layers (frames per video, per-frame audio tokens)."""
+    """Per-call state shared by the added layers (frames per video, per-frame audio tokens, GroupNorm mode)."""
 
     def __init__(self):
         self.num_frames: int = 1
         self.audio: torch.Tensor | None = None
+        self.groupnorm_over_frames: bool = False
 
 
 # ------------------------------------------------------------------------------------- audio tokens
@@ -125,6 +132,26 @@ class FirstFrameConv2d(nn.Conv2d):
         return (y5 + self.conv_temp(z)).permute(0, 1, 4, 2, 3).reshape(bf, c, h, w)
 
 
+class FrameGroupNorm(nn.GroupNorm):
+    """A GroupNorm on a batch of frames `[B*F, C, H, W]` that, when the video context says so, pools its
+    statistics over the F frames of each video (the authors' GroupNorm on `b c f h w`); else per frame."""
+
+    def __init__(self, norm: nn.GroupNorm, video: VideoContext):
+        super().__init__(norm.num_groups, norm.num_channels, eps=norm.eps, affine=norm.affine, device="meta")
+        self.weight, self.bias = norm.weight, norm.bias  # the frozen SD parameters, shared
+        self._video = [video]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        video = self._video[0]
+        if not video.groupnorm_over_frames or video.num_frames == 1:
+            return super().forward(x)
+        f = video.num_frames
+        bf, c = x.shape[:2]
+        x5 = x.view(bf // f, f, c, *x.shape[2:]).transpose(1, 2)  # [B, C, F, H, W]
+        y = F.group_norm(x5, self.num_groups, self.weight, self.bias, self.eps)
+        return y.transpose(1, 2).reshape(x.shape)
+
+
 class FirstFrameAttnProcessor:
     """Spatial self-attention whose keys and values come from each video's first frame (queries from every
     frame). For frame 1 it is the module's ordinary self-attention."""
@@ -155,7 +182,7 @@ class AVSyncTransformerBlock(nn.Module):
     h += attn1(n1 h); h += attn_audio(n_a h, audio_f); h += attn2(n2 h, text);
     h += attn_temp(n_t(h + pos(frame))) over frames; h += ff(n3 h)."""
 
-    def __init__(self, block: nn.Module, audio_dim: int, video: VideoContext):
+    def __init__(self, block: nn.Module, audio_dim: int, video: VideoContext, added_init: str = "identity"):
         super().__init__()
         if getattr(block, "norm_type", "layer_norm") != "layer_norm" or block.only_cross_attention or block.pos_embed is not None:
             raise ValueError("AVSyncD supports SD 1.5's transformer blocks (layer_norm, self + cross attention)")
@@ -170,9 +197,14 @@ class AVSyncTransformerBlock(nn.Module):
         self.attn_temp = Attention(query_dim=dim, heads=heads, dim_head=dim_head)
         self.norm_temp = nn.LayerNorm(dim)
         self.norm3, self.ff = block.norm3, block.ff
-        for out in (self.attn_audio.to_out[0], self.attn_temp.to_out[0]):
-            nn.init.zeros_(out.weight)
-            nn.init.zeros_(out.bias)
+        if added_init == "identity":
+            for out in (self.attn_audio.to_out[0], self.attn_temp.to_out[0]):
+                nn.init.zeros_(out.weight)
+                nn.init.zeros_(out.bias)
+        elif added_init == "asva":  # the authors': only the temporal attention's output weight starts at zero
+            nn.init.zeros_(self.attn_temp.to_out[0].weight)
+        else:
+            raise ValueError(f"added_init must be 'identity' or 'asva', got {added_init!r}")
         self.attn1.set_processor(FirstFrameAttnProcessor(video))
         self._video = [video]
 
@@ -213,7 +245,8 @@ class AVSyncDUNet(UNet2DConditionModel):
                  up_block_types: tuple = PRESETS["paper"]["up_block_types"],
                  block_out_channels: tuple = (320, 640, 1280, 1280), layers_per_block: int = 2,
                  norm_num_groups: int = 32, cross_attention_dim: int = 768, attention_head_dim: int = 8,
-                 audio_cross_attention_dim: int = 768):
+                 audio_cross_attention_dim: int = 768, groupnorm_over_frames: bool = False,
+                 added_init: str = "identity"):
         super().__init__(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
                          down_block_types=tuple(down_block_types), up_block_types=tuple(up_block_types),
                          block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
@@ -226,9 +259,11 @@ class AVSyncDUNet(UNet2DConditionModel):
                 full = f"{name}.{child_name}" if name else child_name
                 if type(child) is nn.Conv2d and _is_video_conv(full):
                     setattr(module, child_name, FirstFrameConv2d(child, video))
+                if type(child) is nn.GroupNorm and _is_video_norm(full):
+                    setattr(module, child_name, FrameGroupNorm(child, video))
                 if child_name == "transformer_blocks":
                     for i, blk in enumerate(child):
-                        child[i] = AVSyncTransformerBlock(blk, audio_cross_attention_dim, video)
+                        child[i] = AVSyncTransformerBlock(blk, audio_cross_attention_dim, video, added_init)
 
     @property
     def video(self) -> VideoContext:
@@ -257,6 +292,7 @@ class AVSyncDUNet(UNet2DConditionModel):
         # recomputes a block; so they stay set until the next call replaces them.
         video = self.video
         video.num_frames = f
+        video.groupnorm_over_frames = bool(self.config.groupnorm_over_frames)
         video.audio = None if audio_tokens is None else audio_tokens.reshape(b * f, *audio_tokens.shape[2:]).to(sample.dtype)
         out = super().forward(sample.reshape(b * f, *sample.shape[2:]), t, encoder_hidden_states.repeat_interleave(f, 0)).sample
         out = out.view(b, f, *out.shape[1:])
@@ -273,26 +309,35 @@ def _is_video_conv(name: str) -> bool:
     return (".downsamplers." in name or ".upsamplers." in name) and last == "conv"
 
 
+def _is_video_norm(name: str) -> bool:
+    """The GroupNorms the authors apply to 5-D tensors: every ResNet's norm1/norm2 and conv_norm_out (the
+    transformers' input GroupNorm runs per frame in their code too)."""
+    return name == "conv_norm_out" or (".resnets." in name and name.rsplit(".", 1)[-1] in ("norm1", "norm2"))
+
+
 # ------------------------------------------------------------------------------------- loading
 
 
-def build_unet(preset: str = "tiny", device=None) -> AVSyncDUNet:
+def build_unet(preset: str = "tiny", device=None, **switches) -> AVSyncDUNet:
+    """A fresh UNet of a preset; `switches`: groupnorm_over_frames, added_init."""
     if preset not in PRESETS:
         raise ValueError(f"unknown AVSyncD preset {preset!r}; known: {', '.join(PRESETS)}")
     if device is None:
-        return AVSyncDUNet(**PRESETS[preset])
+        return AVSyncDUNet(**PRESETS[preset], **switches)
     with torch.device(device):
-        return AVSyncDUNet(**PRESETS[preset])
+        return AVSyncDUNet(**PRESETS[preset], **switches)
 
 
-def unet_from_sd(path_or_id: str, subfolder: str = "unet", audio_cross_attention_dim: int = 768) -> AVSyncDUNet:
+def unet_from_sd(path_or_id: str, subfolder: str = "unet", audio_cross_attention_dim: int = 768,
+                 groupnorm_over_frames: bool = False, added_init: str = "identity") -> AVSyncDUNet:
     """AVSyncD from an SD 1.5 checkpoint (hub id or local folder, diffusers layout `unet/`): SD weights loaded,
     added layers at their (identity) init. Fails if any SD weight is missing or unexpected."""
     sd = UNet2DConditionModel.from_pretrained(path_or_id, subfolder=subfolder)
     keep = {k: sd.config[k] for k in ("sample_size", "in_channels", "out_channels", "down_block_types",
                                       "up_block_types", "block_out_channels", "layers_per_block", "norm_num_groups",
                                       "cross_attention_dim", "attention_head_dim")}
-    model = AVSyncDUNet(**keep, audio_cross_attention_dim=audio_cross_attention_dim)
+    model = AVSyncDUNet(**keep, audio_cross_attention_dim=audio_cross_attention_dim,
+                        groupnorm_over_frames=groupnorm_over_frames, added_init=added_init)
     differ = [k for k, v in sd.config.items() if not k.startswith("_") and k in model.config
               and json.dumps(v, default=str) != json.dumps(model.config[k], default=str)]
     if differ:
@@ -324,7 +369,8 @@ def asva_config(config: dict) -> dict:
                 layers_per_block=config.get("layers_per_block", 2), norm_num_groups=config.get("norm_num_groups", 32),
                 cross_attention_dim=config.get("cross_attention_dim", 768),
                 attention_head_dim=config.get("attention_head_dim", 8),
-                audio_cross_attention_dim=config.get("audio_cross_attention_dim", 768))
+                audio_cross_attention_dim=config.get("audio_cross_attention_dim", 768),
+                groupnorm_over_frames=True, added_init="asva")  # their network, exactly
 
 
 def read_state_file(folder: Path) -> dict[str, torch.Tensor]:
@@ -342,7 +388,8 @@ def read_state_file(folder: Path) -> dict[str, torch.Tensor]:
 
 def load_asva_unet(path: str | Path) -> AVSyncDUNet:
     """The authors' released AVSyncD UNet: `path` is their checkpoint's `modules` folder (or its `unet`
-    subfolder, or the run folder holding `ckpts/checkpoint-N/modules`). Every key must match."""
+    subfolder, or the run folder holding `ckpts/checkpoint-N/modules`). Every key must match. The model is
+    built with `groupnorm_over_frames=True` (their GroupNorms pool all frames) and their init."""
     p = Path(path)
     if (p / "unet" / "config.json").is_file():
         p = p / "unet"
@@ -370,6 +417,6 @@ def load_unet(path: str | Path) -> AVSyncDUNet:
     return load_asva_unet(p)
 
 
-__all__ = ["AVSyncDUNet", "FirstFrameConv2d", "FirstFrameAttnProcessor", "AVSyncTransformerBlock", "VideoContext",
+__all__ = ["AVSyncDUNet", "FirstFrameConv2d", "FrameGroupNorm", "FirstFrameAttnProcessor", "AVSyncTransformerBlock", "VideoContext",
            "PRESETS", "TRAINABLE_MARKERS", "segment_audio_tokens", "segment_starts", "build_unet", "unet_from_sd",
            "load_sd_weights", "load_asva_unet", "load_unet", "asva_config"]
