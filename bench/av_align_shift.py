@@ -32,12 +32,13 @@ def main(argv=None):
     p.add_argument("--clip", type=float, default=2.0, help="clip length in seconds")
     p.add_argument("--fps", type=float, default=0.0, help="frame rate of the flow (0 = the source rate)")
     p.add_argument("--short-side", type=int, default=256)
-    p.add_argument("--flow-peak-min", type=float, default=0.0)
+    p.add_argument("--flow-peak-min", type=float, default=None, help="smallest video peak in px (default: the version's)")
+    p.add_argument("--version", choices=["current", "2023"], default="current", help="AV-Align rules (authors' code version)")
     p.add_argument("--dub", choices=["none", "motion", "cuts"], default="none",
                    help="replace the sound by real one-shots at the footage's own motion peaks or cuts (evaluation.dubbing)")
     p.add_argument("--sounds", default="sync_classifier/assets/drums", help="folder of one-shot sounds for --dub")
     a = p.parse_args(argv)
-    cfg = AVAlignConfig(flow_peak_min=a.flow_peak_min)
+    cfg = AVAlignConfig(version=a.version, flow_peak_min=a.flow_peak_min)
     t0 = time.time()
     scores = {s: [] for s in SHIFTS}
     n_clips = 0
