@@ -56,6 +56,7 @@ def main(argv=None):
             for sh in SHIFTS:
                 audio = v.audio_slice(s0 + sh, s0 + sh + c.num_frames / v.fps)
                 scores[sh].append(av_align_scores(audio, v.audio_rate, mags, v.fps, cfg))
+    print(f"AV-Align version {cfg.version} (smallest video peak {cfg.peak_min} px)")
     print(f"{n_clips} clips of {a.clip} s from {', '.join(Path(x).name for x in a.videos)} ({time.time() - t0:.1f} s)")
     print("| audio shift | AV-Align (higher better) | AV-Align pr (higher better) | AV-Align* (lower better) |")
     print("|---|---|---|---|")
