@@ -51,12 +51,20 @@ class MelceptionNet(torch.nn.Module):
 
 
 def load_melception(path: str | Path, device: str = "cpu") -> MelceptionNet:
-    """SpecVQGAN's released checkpoint (or any file with its layout: {'model': state dict}) -> eval-mode net."""
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """SpecVQGAN's released checkpoint (or any file with its layout: {'model': state dict}, torchvision key names,
+    a DataParallel 'module.' prefix allowed) -> eval-mode net. A key or shape mismatch raises, naming the file."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # a training checkpoint may pickle plain Python objects beside the tensors
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
     if isinstance(state, dict) and "model" in state:
         state = state["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     net = MelceptionNet()
-    net.load_state_dict(state)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a Melception checkpoint in SpecVQGAN's layout ({str(e)[:300]})") from None
     return net.to(device).eval()
 
 

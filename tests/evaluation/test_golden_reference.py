@@ -106,3 +106,9 @@ def test_melception_loads_specvqgan_layout_and_matches_their_network(tmp_path):
     _close_summary(feats.numpy(), ref["features_2048"], rtol=1e-5, atol=1e-8, keep=256)
     _close_summary(logits.numpy(), ref["logits"], rtol=1e-5, atol=1e-8)
     _close_summary(unbiased.numpy(), ref["logits_unbiased"], rtol=1e-5, atol=1e-8)
+    # a DataParallel prefix loads too; a checkpoint of another network is refused with the file named
+    torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "dp.pt")
+    assert load_melception(tmp_path / "dp.pt").fc.weight.shape == (309, 2048)
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        load_melception(tmp_path / "other.pt")
