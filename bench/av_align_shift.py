@@ -32,12 +32,13 @@ def main(argv=None):
     p.add_argument("--clip", type=float, default=2.0, help="clip length in seconds")
     p.add_argument("--fps", type=float, default=0.0, help="frame rate of the flow (0 = the source rate)")
     p.add_argument("--short-side", type=int, default=256)
-    p.add_argument("--flow-peak-min", type=float, default=0.0)
+    p.add_argument("--flow-peak-min", type=float, default=None, help="smallest video peak in px (default: the version's)")
+    p.add_argument("--version", choices=["current", "2023"], default="current", help="AV-Align rules (authors' code version)")
     p.add_argument("--dub", choices=["none", "motion", "cuts"], default="none",
                    help="replace the sound by real one-shots at the footage's own motion peaks or cuts (evaluation.dubbing)")
     p.add_argument("--sounds", default="sync_classifier/assets/drums", help="folder of one-shot sounds for --dub")
     a = p.parse_args(argv)
-    cfg = AVAlignConfig(flow_peak_min=a.flow_peak_min)
+    cfg = AVAlignConfig(version=a.version, flow_peak_min=a.flow_peak_min)
     t0 = time.time()
     scores = {s: [] for s in SHIFTS}
     n_clips = 0
@@ -55,6 +56,7 @@ def main(argv=None):
             for sh in SHIFTS:
                 audio = v.audio_slice(s0 + sh, s0 + sh + c.num_frames / v.fps)
                 scores[sh].append(av_align_scores(audio, v.audio_rate, mags, v.fps, cfg))
+    print(f"AV-Align version {cfg.version} (smallest video peak {cfg.peak_min} px)")
     print(f"{n_clips} clips of {a.clip} s from {', '.join(Path(x).name for x in a.videos)} ({time.time() - t0:.1f} s)")
     print("| audio shift | AV-Align (higher better) | AV-Align pr (higher better) | AV-Align* (lower better) |")
     print("|---|---|---|---|")

@@ -6,6 +6,8 @@ same clips, in one run.
 Writes --clips synthetic sounding mp4s shaped like generated samples (default: JointDiT's 2 s, 7 fps, 256 x 256,
 16 kHz audio) to a temporary folder, then times (a) decoding each clip and (b) decoding + every weight-free
 metric, and prints clips/s of both and the ratio. The first librosa call (numba compilation) is warmed up first.
+`--fad` also times the FAD feature networks on the decoded audio (VGGish, and Melception as the `jointdit`
+protocol uses it; random weights: the timing is what it measures, not the features).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--fps", type=float, default=7.0)
     p.add_argument("--seconds", type=float, default=2.0)
+    p.add_argument("--fad", action="store_true", help="also time the FAD networks (VGGish, Melception; random weights)")
     a = p.parse_args(argv)
     cfg = DecodeConfig(short_side=0, max_fps=1000.0, audio_rate=16000)
     with tempfile.TemporaryDirectory() as d:
@@ -70,10 +73,27 @@ def main(argv=None):
             motion_score(mags)
             av_align_scores(v.audio, v.audio_rate, mags, v.fps)
         t_all = time.perf_counter() - t0
+        audios = [decode_video(path, cfg).audio for path in paths] if a.fad else []
+    fad = {}
+    for name in ("vggish", "melception") if a.fad else ():
+        import torch
+
+        from evaluation.extractors import EXTRACTORS
+
+        ext = EXTRACTORS[name](preset="real", batch_size=16)
+        torch.manual_seed(0)
+        ext._build_random()
+        ext.net.eval()
+        ext(audios[:1]) if name == "vggish" else ext(audios[:1], 16000)  # warm-up
+        t0 = time.perf_counter()
+        ext(audios) if name == "vggish" else ext(audios, 16000)
+        fad[name] = time.perf_counter() - t0
     print(f"{a.clips} clips of {a.seconds} s, {a.fps} fps, {a.size}x{a.size}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}")
     print(f"decode only:                 {a.clips / t_decode:8.1f} clips/s ({t_decode:.2f} s)")
     print(f"decode + weight-free metrics: {a.clips / t_all:8.1f} clips/s ({t_all:.2f} s)")
     print(f"ratio (metrics+decode / decode): {t_all / t_decode:.1f}x")
+    for name, t in fad.items():
+        print(f"FAD features, {name:10s} (random weights): {a.clips / t:8.1f} clips/s ({t:.2f} s), {t / t_decode:.1f}x the decode")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,16 @@
   to 22.05 kHz, as the public AV-Align code gets them from `librosa.load`.
 - Video events: local maxima of the flow trajectory. The trajectory has one value per frame: frame t
   holds the mean flow between frames t-1 and t, and frame 0 repeats frame 1's value (as the public code);
-  a peak at frame t is the time t / fps. `flow_peak_min` (default 0, as the public code) can drop tiny
-  maxima.
+  a peak at frame t is the time t / fps.
 - AV-Align (Yariv et al., TempoTokens): an audio onset "hits" when a video peak lies strictly within
-  one frame of it (a 3-frame window); with c hits, AV-Align = c / (|A| + |V| - c) (the public code's
-  form, which can exceed 1 when |A| > |V|).
+  one frame of it (a 3-frame window); with c hits, AV-Align = c / (|A| + |V| - c). Two versions of the
+  authors' code (`version`):
+  - `current` (default; TempoTokens av_align.py at bf0b1e3, 2025): peaks with a mean flow below 0.1 px are
+    ignored, and each video peak is matched at most once (onsets in time order take the first free peak in
+    the window), so c <= min(|A|, |V|) and the score lies in [0, 1];
+  - `2023` (the first public code, 34d9502): every local maximum is a peak, and a video peak may match many
+    onsets, so the score exceeds 1 when |A| > |V| (that code also reads an undefined `n` in its peak finder;
+    we read it as the trajectory length).
 - AV-Align pr (paper 004, Eq. 14-16): p = share of audio onsets with a video peak within the window,
   r = share of video peaks with an audio onset within it; AV-Align = p r / (p + r - p r) (in [0, 1]).
 - AV-Align* (JointDiT supplement B; lower is better): the flow trajectory and the onset-strength curve are
@@ -27,14 +32,29 @@ import numpy as np
 ONSET_RATE = 22050
 
 
+VERSIONS = ("current", "2023")
+PEAK_MIN = {"current": 0.1, "2023": 0.0}
+"""the authors' smallest video peak (mean flow in pixels) per version"""
+
+
 @dataclass
 class AVAlignConfig:
+    version: str = "current"
+    """authors' code version: current (TempoTokens bf0b1e3: peaks >= 0.1 px, each peak matched once) | 2023 (34d9502)"""
     onset_rate: int = ONSET_RATE
     """Audio is resampled to this rate before onset detection (librosa.load's default, as the public code)."""
-    flow_peak_min: float = 0.0
-    """Video peaks below this mean flow magnitude (pixels) are ignored (0 = every local maximum, as the public code)."""
+    flow_peak_min: float | None = None
+    """Video peaks below this mean flow magnitude (pixels) are ignored (None = the version's: 0.1 current, 0 for 2023)."""
     star_floor: float = 0.2
     """AV-Align*: normalised curve values below this are set to 0 (JointDiT supplement B)."""
+
+    def __post_init__(self):
+        if self.version not in VERSIONS:
+            raise ValueError(f"av_align.version must be one of {', '.join(VERSIONS)}, got {self.version!r}")
+
+    @property
+    def peak_min(self) -> float:
+        return PEAK_MIN[self.version] if self.flow_peak_min is None else float(self.flow_peak_min)
 
 
 @dataclass
@@ -69,18 +89,18 @@ def flow_trajectory(magnitudes: np.ndarray) -> np.ndarray:
 
 
 def local_peaks(curve: np.ndarray, fps: float, minimum: float = 0.0) -> np.ndarray:
-    """Times i / fps of strict interior local maxima of `curve` (values above `minimum`)."""
+    """Times i / fps of strict interior local maxima of `curve` with a value of at least `minimum`."""
     c = np.asarray(curve, np.float64)
     if c.size < 3:
         return np.zeros(0)
-    i = np.nonzero((c[1:-1] > c[:-2]) & (c[1:-1] > c[2:]) & (c[1:-1] > minimum))[0] + 1
+    i = np.nonzero((c[1:-1] > c[:-2]) & (c[1:-1] > c[2:]) & (c[1:-1] >= minimum))[0] + 1
     return i / float(fps)
 
 
 def detect_events(audio: np.ndarray, rate: int, magnitudes: np.ndarray, fps: float, cfg: AVAlignConfig = AVAlignConfig()) -> AVEvents:
     env, onsets = onset_curve_and_times(audio, rate, cfg.onset_rate)
     traj = flow_trajectory(magnitudes)
-    return AVEvents(onsets, local_peaks(traj, fps, cfg.flow_peak_min), env, traj, fps)
+    return AVEvents(onsets, local_peaks(traj, fps, cfg.peak_min), env, traj, fps)
 
 
 def _hits(a: np.ndarray, b: np.ndarray, window: float) -> np.ndarray:
@@ -90,10 +110,26 @@ def _hits(a: np.ndarray, b: np.ndarray, window: float) -> np.ndarray:
     return (np.abs(a[:, None] - b[None, :]) < window).any(axis=1)
 
 
-def av_align(audio_onsets: np.ndarray, video_peaks: np.ndarray, fps: float) -> float:
-    """c / (|A| + |V| - c), c = audio onsets with a video peak within one frame; NaN when both are empty."""
+def _matched_once(a: np.ndarray, v: np.ndarray, window: float) -> int:
+    """Onsets (in the given order) each taking the first still-free video peak strictly within `window`."""
+    free = np.ones(v.size, bool)
+    c = 0
+    for t in a:
+        j = np.nonzero(free & (np.abs(v - t) < window))[0]
+        if j.size:
+            free[j[0]] = False
+            c += 1
+    return c
+
+
+def av_align(audio_onsets: np.ndarray, video_peaks: np.ndarray, fps: float, version: str = "current") -> float:
+    """c / (|A| + |V| - c), c = audio onsets with a video peak within one frame; NaN when both are empty.
+
+    `current`: each video peak counts for one onset at most; `2023`: a peak may count for several."""
     a, v = np.asarray(audio_onsets, np.float64), np.asarray(video_peaks, np.float64)
-    c = int(_hits(a, v, 1.0 / fps).sum())
+    if version not in VERSIONS:
+        raise ValueError(f"unknown AV-Align version {version!r}; known: {', '.join(VERSIONS)}")
+    c = _matched_once(a, v, 1.0 / fps) if version == "current" else int(_hits(a, v, 1.0 / fps).sum())
     denom = a.size + v.size - c
     return float(c / denom) if denom > 0 else float("nan")
 
@@ -145,7 +181,7 @@ def av_align_scores(audio: np.ndarray, rate: int, magnitudes: np.ndarray, fps: f
     """All three scores of one clip (plus the event counts) from its audio and flow magnitudes."""
     ev = detect_events(audio, rate, magnitudes, fps, cfg)
     return {
-        "av_align": av_align(ev.audio_onsets, ev.video_peaks, fps),
+        "av_align": av_align(ev.audio_onsets, ev.video_peaks, fps, cfg.version),
         "av_align_pr": av_align_pr(ev.audio_onsets, ev.video_peaks, fps),
         "av_align_star": av_align_star(ev.flow_curve, ev.onset_curve, cfg.star_floor),
         "n_audio_onsets": int(ev.audio_onsets.size),
@@ -153,5 +189,5 @@ def av_align_scores(audio: np.ndarray, rate: int, magnitudes: np.ndarray, fps: f
     }
 
 
-__all__ = ["AVAlignConfig", "AVEvents", "onset_curve_and_times", "flow_trajectory", "local_peaks", "detect_events",
+__all__ = ["VERSIONS", "AVAlignConfig", "AVEvents", "onset_curve_and_times", "flow_trajectory", "local_peaks", "detect_events",
            "av_align", "av_align_pr", "normalise_curve", "dtw_distance", "av_align_star", "av_align_scores"]

@@ -52,7 +52,12 @@ def write_conditions(cfg: ConditionConfig, progress: bool = True, failed: list[d
 
     if cfg.protocol not in PROTOCOLS:
         raise UsageError(f"protocol {cfg.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    protocol = PROTOCOLS[cfg.protocol]
+    from evaluation.protocols import protocol_for
+
+    try:
+        protocol = protocol_for(cfg.protocol, cfg.dataset)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     shards = resolve_files(cfg.reference, "--reference shards")
     out = output_dir(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

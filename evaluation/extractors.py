@@ -162,15 +162,41 @@ class I3DExtractor(Extractor):
         return np.concatenate(out).astype(np.float64)
 
 
+FID_INPUTS = {"299-bilinear": (299, "bilinear"), "229-bicubic": (229, "bicubic")}
+
+
+def fid_input(frames: np.ndarray, mode: str = "299-bilinear", size: int | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float32 [N, 3, s, s] in [-1, 1] as FID's Inception takes it (`mode`: FID_INPUTS;
+    `size` overrides the side). `229-bicubic` is ASVA's: [0, 1] floats resized to s x s bicubic with antialiasing
+    (no clamp), centre crop s (a no-op after the square resize); `299-bilinear` is pytorch-fid's (no antialiasing)."""
+    if mode not in FID_INPUTS:
+        raise ValueError(f"unknown FID input {mode!r}; known: {', '.join(FID_INPUTS)}")
+    side, interp = FID_INPUTS[mode]
+    side = size or side
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(dtype) / 255.0
+    if interp == "bicubic":
+        x = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True)
+    else:
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
 @dataclass
 class InceptionExtractor(Extractor):
-    """FID features: frames uint8 [N, H, W, 3] -> [N, 2048] (pytorch-fid's FID InceptionV3: bilinear resize to
-    299, scaled to [-1, 1], pool3). The tiny preset runs the same network at 75 px (its smallest input)."""
+    """FID features: frames uint8 [N, H, W, 3] -> [N, 2048] (pytorch-fid's FID InceptionV3, pool3). `input_mode`
+    (set from the protocol): `299-bilinear` (pytorch-fid: bilinear resize to 299) or `229-bicubic` (ASVA's
+    compute_fid.py: 229 x 229 bicubic antialiased, aspect ratio not kept, then centre crop 229); both scaled to
+    [-1, 1]. The tiny preset runs the same network at 75 px (its smallest input)."""
 
     name: ClassVar[str] = "InceptionV3 (FID, pytorch-fid pt_inception-2015-12-05)"
     config_key: ClassVar[str] = "inception.weights"
     default_weights: ClassVar[str] = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
     image_size: int = 299
+    input_mode: str = "299-bilinear"
+
+    def info(self) -> dict:
+        return super().info() | {"input": self.input_mode if self.preset == "real" else f"{self.input_mode} (tiny: 75 px)"}
 
     @staticmethod
     def _architecture():
@@ -201,9 +227,8 @@ class InceptionExtractor(Extractor):
                   n.Mixed_7a, n.Mixed_7b, n.Mixed_7c]
         out = []
         for sl in batched(len(frames), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(frames[sl])).permute(0, 3, 1, 2).float() / 255.0
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-            x = (2 * x - 1).to(self.device)
+            x = fid_input(frames[sl], self.input_mode, None if self.preset == "real" else self.image_size,
+                          next(self.net.parameters()).dtype).to(self.device)
             for blk in blocks:
                 x = blk(x)
             out.append(F.adaptive_avg_pool2d(x, 1).flatten(1).float().cpu().numpy())
@@ -240,6 +265,48 @@ class VGGishExtractor(Extractor):
         ex = torch.cat([log_mel_examples(a) for a in audios])
         out = [self.net(ex[sl].to(self.device)).float().cpu().numpy() for sl in batched(len(ex), self.batch_size)]
         return np.concatenate(out).astype(np.float64)
+
+
+@dataclass
+class MelceptionExtractor(Extractor):
+    """FAD features (JointDiT): mono clips -> [B, 2048] Melception pool features of SpecVQGAN's standardised log
+    mel at 22050 Hz (evaluation.melception). Weights: SpecVQGAN's melception-21-05-10T09-28-40.pt, given as a path
+    (`melception.weights=...`). The tiny preset is the same network, random."""
+
+    name: ClassVar[str] = "Melception (SpecVQGAN melception-21-05-10T09-28-40)"
+    config_key: ClassVar[str] = "melception.weights"
+    default_weights: ClassVar[str] = ""
+
+    def _load_real(self, path):
+        from evaluation.melception import load_melception
+
+        self.net = load_melception(path)
+
+    def _build_random(self):
+        from evaluation.melception import MelceptionNet
+
+        self.net = MelceptionNet()
+
+    @torch.no_grad()
+    def __call__(self, audios: list[np.ndarray], rate: int = 16000) -> np.ndarray:
+        from evaluation.melception import melception_mel
+
+        mels = [melception_mel(a, rate) for a in audios]
+        out = []
+        for idx in _same_length(mels):
+            x = torch.from_numpy(np.stack([mels[i] for i in idx])).to(self.device)
+            out.append((idx, self.net(x)[0].float().cpu().numpy()))
+        feats = np.zeros((len(mels), 2048))
+        for idx, f in out:
+            feats[idx] = f
+        return feats
+
+
+def _same_length(mels: list[np.ndarray]) -> list[list[int]]:
+    groups: dict = {}
+    for i, m in enumerate(mels):
+        groups.setdefault(m.shape[-1], []).append(i)
+    return list(groups.values())
 
 
 @dataclass
@@ -294,7 +361,8 @@ class PaSSTExtractor(Extractor):
         return np.concatenate(out).astype(np.float64)
 
 
-EXTRACTORS = {"i3d": I3DExtractor, "inception": InceptionExtractor, "vggish": VGGishExtractor, "passt": PaSSTExtractor}
+EXTRACTORS = {"i3d": I3DExtractor, "inception": InceptionExtractor, "vggish": VGGishExtractor,
+              "melception": MelceptionExtractor, "passt": PaSSTExtractor}
 
 __all__ = ["WeightsMissing", "resolve_weights", "Extractor", "I3DExtractor", "InceptionExtractor", "VGGishExtractor",
-           "PaSSTExtractor", "EXTRACTORS"]
+           "MelceptionExtractor", "PaSSTExtractor", "fid_input", "FID_INPUTS", "EXTRACTORS"]

@@ -1,11 +1,16 @@
 """Test protocols: which clips of each video are scored, at what frame rate, length and size.
 
 - `avsync15` (AVSync15 main paper Sec. 3.2 and the authors' evaluation code): 3 clips per test video, at the
-  head, the centre and the tail; 12 frames at 6 fps (2 s), 256 x 256; FID, IA and IT on frames 2..N (frame 1
-  is the conditioning image), FVD on all frames.
+  head, the centre and the tail; 12 frames at 6 fps (2 s), 256 x 256 (128 x 256 with `dataset=greatesthits`,
+  as the authors' TheGreatestHits scripts); FID, IA, IT and P_Align on frames 2..N (frame 1 is the
+  conditioning image), FVD on all frames. FID frames go in as the authors' code does it: [0, 1] float,
+  resized to 229 x 229 bicubic antialiased (aspect ratio not kept), centre crop 229, no resize inside Inception.
 - `jointdit` (JointDiT Sec. 4.1, supplement): one random 2 s clip per test video (seeded), 14 frames at 7 fps,
-  256 x 256; 5 / 3 / 3 generated samples per test image on AVSync15 / GreatestHits / Landscape (checked and
-  reported, not enforced: a short count is a warning in metrics.json); every frame scored.
+  256 x 256; with `dataset=greatesthits` one random 2 s clip in each 10 s segment of a test video (a last
+  segment shorter than the clip is dropped); 5 / 3 / 3 generated samples per test image on AVSync15 /
+  GreatestHits / Landscape (checked and reported, not enforced: a short count is a warning in metrics.json);
+  IA, IT, P_Align (and FID, which JointDiT does not report) on frames 2..N: frame 1 is the conditioning
+  image; FVD on all frames. FID input: pytorch-fid's (299 x 299 bilinear). FAD: Melception (SpecVQGAN).
 - `none`: clips used as they are (all frames, source rate and size; a generated clip and its reference then
   need equal sizes for FVD).
 Frames are taken on the clip's time grid (frame k at start + k / fps, nearest earlier source frame), resized to
@@ -33,6 +38,12 @@ class Protocol:
     skip_first_frame: bool
     """FID, IA, IT (and P_Align) leave out frame 1, the conditioning image"""
     samples_per_reference: dict
+    fid_input: str = "299-bilinear"
+    """how FID frames enter Inception: 299-bilinear (pytorch-fid) | 229-bicubic (ASVA's compute_fid.py)"""
+    fad_network: str = "vggish"
+    """FAD features: vggish | melception"""
+    segment_seconds: float | None = None
+    """with positions ('segment',): one random clip in each segment of this length"""
 
     @property
     def clip_seconds(self) -> float | None:
@@ -40,11 +51,29 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "avsync15": Protocol("avsync15", 6.0, 12, (256, 256), ("head", "centre", "tail"), True, {"avsync15": 3}),
-    "jointdit": Protocol("jointdit", 7.0, 14, (256, 256), ("random",), False,
-                         {"avsync15": 5, "greatesthits": 3, "landscape": 3}),
+    "avsync15": Protocol("avsync15", 6.0, 12, (256, 256), ("head", "centre", "tail"), True, {"avsync15": 3},
+                         fid_input="229-bicubic"),
+    "jointdit": Protocol("jointdit", 7.0, 14, (256, 256), ("random",), True,
+                         {"avsync15": 5, "greatesthits": 3, "landscape": 3}, fad_network="melception"),
     "none": Protocol("none", None, None, None, ("all",), False, {}),
 }
+DATASETS = ("avsync15", "greatesthits", "landscape")
+
+
+def protocol_for(name: str, dataset: str = "avsync15") -> Protocol:
+    """The protocol `name` as it applies to `dataset` (the GreatestHits variants of both papers)."""
+    import dataclasses
+
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    p = PROTOCOLS[name]
+    if dataset == "greatesthits" and name == "avsync15":
+        return dataclasses.replace(p, size=(128, 256))
+    if dataset == "greatesthits" and name == "jointdit":
+        return dataclasses.replace(p, positions=("segment",), segment_seconds=10.0)
+    return p
 
 
 def clip_starts(duration: float, protocol: Protocol, rng: np.random.Generator) -> list[float]:
@@ -52,6 +81,14 @@ def clip_starts(duration: float, protocol: Protocol, rng: np.random.Generator) -
     length = protocol.clip_seconds
     if length is None:
         return [0.0]
+    if protocol.positions == ("segment",):
+        seg = float(protocol.segment_seconds)
+        out = []
+        for k in range(max(1, int(np.ceil(duration / seg - 1e-9)))):
+            a, b = k * seg, min((k + 1) * seg, duration)
+            if b - a + 1e-9 >= length or k == 0:
+                out.append(a + (float(rng.uniform(0, b - a - length)) if b - a > length else 0.0))
+        return out
     room = max(0.0, duration - length)
     out = []
     for pos in protocol.positions:
@@ -94,4 +131,4 @@ def cut(video: DecodedVideo, start: float, fps: float | None, num_frames: int | 
     return np.ascontiguousarray(frames), audio, float(fps)
 
 
-__all__ = ["Protocol", "PROTOCOLS", "clip_starts", "resize_cover", "cut"]
+__all__ = ["Protocol", "PROTOCOLS", "DATASETS", "protocol_for", "clip_starts", "resize_cover", "cut"]

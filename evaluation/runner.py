@@ -28,7 +28,7 @@ log = logging.getLogger("evaluation")
 ALL_METRICS = ("fvd", "kvd", "fid", "fad", "kl", "ib", "ia", "it", "relsync", "alignsync", "av_align", "av_align_pr",
                "av_align_star", "motion")
 NEEDS = {
-    "i3d": {"fvd", "kvd"}, "inception": {"fid"}, "vggish": {"fad"}, "passt": {"kl"},
+    "i3d": {"fvd", "kvd"}, "inception": {"fid"}, "vggish": {"fad"}, "melception": {"fad"}, "passt": {"kl"},
     "imagebind": {"ib", "ia", "it", "alignsync"}, "sync": {"relsync", "alignsync"},
     "reference": {"fvd", "kvd", "fid", "fad", "kl", "relsync", "alignsync"},
     "flow": {"motion", "av_align", "av_align_pr", "av_align_star"},
@@ -65,7 +65,8 @@ class EvalConfig:
     protocol: str = "none"
     """avsync15 | jointdit | none (see docs/evaluation.md)"""
     dataset: str = "avsync15"
-    """jointdit protocol: avsync15 | greatesthits | landscape (expected samples per test image: 5 / 3 / 3)"""
+    """avsync15 | greatesthits | landscape: GreatestHits clip size (avsync15 protocol) / 10 s segments (jointdit);
+    jointdit's expected samples per test image (5 / 3 / 3)"""
     seed: int = 0
     """seed of the jointdit protocol's random reference clips and of KVD subsets"""
     allow_random_weights: bool = False
@@ -82,6 +83,9 @@ class EvalConfig:
     i3d: NetConfig = field(default_factory=NetConfig)
     inception: NetConfig = field(default_factory=NetConfig)
     vggish: NetConfig = field(default_factory=NetConfig)
+    melception: NetConfig = field(default_factory=NetConfig)
+    fad_network: str = ""
+    """FAD features: vggish | melception ('' = the protocol's: melception under jointdit, else vggish)"""
     passt: NetConfig = field(default_factory=NetConfig)
     imagebind: ImageBindConfig = field(default_factory=ImageBindConfig)
     sync_checkpoint: str = "sync_classifier/checkpoints/small"
@@ -103,12 +107,25 @@ class EvalConfig:
                 raise ValueError(f"unknown metric {m!r}" + (f" (did you mean {near!r}?)" if near else "") + f"; known: {','.join(ALL_METRICS)}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
-        for name in ("i3d", "inception", "vggish", "passt"):
+        from evaluation.protocols import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASETS)}")
+        if self.fad_network not in ("", "vggish", "melception"):
+            raise ValueError(f"fad_network must be vggish or melception, got {self.fad_network!r}")
+        for name in ("i3d", "inception", "vggish", "melception", "passt"):
             if getattr(self, name).preset not in ("real", "tiny"):
                 raise ValueError(f"{name}.preset must be 'real' or 'tiny'")
 
     def needs(self, what: str) -> bool:
+        if what in ("vggish", "melception") and what != self.fad_net():
+            return False
         return bool(NEEDS[what] & set(self.metrics))
+
+    def fad_net(self) -> str:
+        from evaluation.protocols import protocol_for
+
+        return self.fad_network or protocol_for(self.protocol, self.dataset).fad_network
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -201,6 +218,27 @@ def load_models(cfg: EvalConfig) -> Models:
 # ----------------------------------------------------------------------------------------------- scoring
 
 
+def metric_variants(cfg: EvalConfig, protocol, models: Models) -> dict:
+    """Per metric: which rules and feature network give its number (recorded in metrics.json)."""
+    frames = "2..N" if protocol.skip_first_frame else "all"
+    ex = models.extractors
+    out = {
+        "fvd": {"network": "i3d", "frames": "all"}, "kvd": {"network": "i3d", "frames": "all"},
+        "fid": {"network": "inception (pytorch-fid FID weights)", "input": protocol.fid_input, "frames": frames},
+        "fad": {"network": cfg.fad_net()},
+        "ia": {"frames": frames}, "it": {"frames": frames}, "p_align": {"frames": frames},
+        "alignsync": {"p_align_frames": frames},
+    }
+    if "inception" in ex:
+        out["fid"]["input"] = ex["inception"].info()["input"]
+    av = {"version": cfg.av_align.version, "peak_min_px": cfg.av_align.peak_min,
+          "rules": "each video peak matched once" if cfg.av_align.version == "current" else "a video peak may match many onsets"}
+    out["av_align"] = av
+    out["av_align_pr"] = {"peak_min_px": cfg.av_align.peak_min}
+    out["av_align_star"] = {"floor": cfg.av_align.star_floor}
+    return out
+
+
 def _sync_cut(video, start, spec):
     """The sync classifier's clip (its spec: 12 frames at 6 fps, 2 s of audio) from `start`."""
     from evaluation.protocols import cut
@@ -238,13 +276,13 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
 
     from common.cli import resolve_files
     from curate.media import DecodeConfig, MediaError, decode_video
-    from evaluation.protocols import PROTOCOLS, clip_starts, cut
+    from evaluation.protocols import clip_starts, cut, protocol_for
     from evaluation.samples import discover_generated, iter_reference_segments, load_image
     from evaluation.scoring import Batcher, ClipInput, Collected, score_clips
     from evaluation.sync_metrics import p_align, relsync
 
     t0 = time.time()
-    protocol = PROTOCOLS[cfg.protocol]
+    protocol = protocol_for(cfg.protocol, cfg.dataset)
     if not cfg.generated or not Path(cfg.generated).is_dir():
         raise EvaluationError(f"--generated {cfg.generated!r} is not a folder")
     items = discover_generated(cfg.generated)
@@ -257,6 +295,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     log.info("%d generated samples, %d reference shard(s), protocol %s, metrics %s", len(items), len(shards), protocol.name,
              ",".join(cfg.metrics))
     models = load_models(cfg)
+    if "inception" in models.extractors:
+        models.extractors["inception"].input_mode = protocol.fid_input
     flagged = models.random_metrics(cfg)
     if flagged:
         log.warning("RANDOM-INIT networks: %s will be flagged as not meaningful", ",".join(sorted(flagged)))
@@ -383,9 +423,12 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     # ---- set metrics
     results: dict = {}
 
+    variants = metric_variants(cfg, protocol, models)
+
     def put(name, value, n_gen=None, n_ref=None, **extra):
         results[name] = {"value": value, "n_generated": n_gen, "n_reference": n_ref,
-                         "random_weights": name in flagged, "lower_is_better": name in LOWER_IS_BETTER, **extra}
+                         "random_weights": name in flagged, "lower_is_better": name in LOWER_IS_BETTER,
+                         "variant": variants.get(name), **extra}
 
     from evaluation.statistics import frechet_distance, kernel_distance
 
@@ -393,7 +436,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         return np.concatenate(lst) if lst else np.zeros((0, 1))
 
     for name, key, fn in (("fvd", "i3d", frechet_distance), ("kvd", "i3d", None), ("fid", "inception", frechet_distance),
-                          ("fad", "vggish", frechet_distance)):
+                          ("fad", cfg.fad_net(), frechet_distance)):
         if name not in cfg.metrics:
             continue
         g, r = feats(getattr(gen_coll, key)), feats(getattr(ref_coll, key))
@@ -416,7 +459,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         results[name] = {"value": float(finite.mean()) if finite.size else None, "std": float(finite.std(ddof=1)) if finite.size > 1 else None,
                          "n_generated": int(finite.size), "n_undefined": int(vals.size - finite.size),
                          "reference_level": float(ref_vals.mean()) if ref_vals.size else None,
-                         "random_weights": flagged_name in flagged, "lower_is_better": c in LOWER_IS_BETTER}
+                         "random_weights": flagged_name in flagged, "lower_is_better": c in LOWER_IS_BETTER,
+                         "variant": variants.get(c)}
     expected = protocol.samples_per_reference.get(cfg.dataset)
     if expected and per_ref_counts:
         short = {k: v for k, v in per_ref_counts.items() if v != expected}
@@ -432,6 +476,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     summary = {
         "metrics": results,
         "protocol": dataclasses.asdict(protocol) | {"dataset": cfg.dataset},
+        "variants": {k: v for k, v in variants.items() if k in results},
         "models": models.info(cfg),
         "random_weights": sorted(flagged),
         "generator_random_weights": generator_random,

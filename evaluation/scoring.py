@@ -38,6 +38,7 @@ class Collected:
     i3d: list = field(default_factory=list)
     inception: list = field(default_factory=list)
     vggish: list = field(default_factory=list)
+    melception: list = field(default_factory=list)
 
 
 def _by_shape(arrays: list[np.ndarray]) -> list[list[int]]:
@@ -71,6 +72,8 @@ def score_clips(clips: list[ClipInput], metrics: set[str], models, skip_first: b
             coll.inception.append(ex["inception"](np.concatenate([scored[i] for i in idx])))
     if "vggish" in ex:
         coll.vggish.append(ex["vggish"]([c.audio for c in clips]))
+    if "melception" in ex:
+        coll.melception.append(ex["melception"]([c.audio for c in clips], clips[0].rate))
     if "passt" in ex:
         logits = ex["passt"]([c.audio for c in clips], clips[0].rate)
         for rec, lg in zip(recs, logits):

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metrics or 'all': fvd,kvd,fid,fad,kl,ib,ia,it,relsync,alignsync,"
                    "av_align,av_align_pr,av_align_star,motion")
     p.add_argument("--protocol", choices=["avsync15", "jointdit", "none"], help="test protocol (default: none)")
+    p.add_argument("--dataset", choices=["avsync15", "greatesthits", "landscape"],
+                   help="test set: GreatestHits clip size / 10 s segments, jointdit sample counts (default: avsync15)")
     p.add_argument("--out", help="output folder (default: eval)")
     p.add_argument("--device", help="torch device for the networks (default: cpu)")
     p.add_argument("--allow-random-weights", action="store_true",
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         setup_logging()
         cfg = load(EvalConfig, args.config, args.overrides, explicit={
-            "generated": args.generated, "reference": args.reference, "metrics": args.metrics, "protocol": args.protocol,
+            "generated": args.generated, "reference": args.reference, "metrics": args.metrics, "protocol": args.protocol, "dataset": args.dataset,
             "out": args.out, "device": args.device, "allow_random_weights": True if args.allow_random_weights else None})
         if not cfg.generated:
             raise UsageError("--generated is required (a folder of generated .mp4 files)")

@@ -31,8 +31,10 @@ def test_iou_forms_on_hand_made_event_sets():
     # window: strictly within one frame (0.1 s at 10 fps)
     assert av_align([0.5, 1.0], [0.55, 2.0], 10.0) == pytest.approx(1 / 3)
     assert av_align_pr([0.5, 1.0], [0.55, 2.0], 10.0) == pytest.approx(0.25 / (0.5 + 0.5 - 0.25))
-    # two onsets on one video peak: the public form exceeds 1, the precision/recall form stays at 1
-    assert av_align([0.50, 0.52], [0.5], 10.0) == pytest.approx(2.0)
+    # two onsets on one video peak: the current rules match the peak once (1 / (2 + 1 - 1)); the 2023 code let
+    # both onsets hit it and exceeded 1; the precision/recall form stays at 1
+    assert av_align([0.50, 0.52], [0.5], 10.0) == pytest.approx(0.5)
+    assert av_align([0.50, 0.52], [0.5], 10.0, version="2023") == pytest.approx(2.0)
     assert av_align_pr([0.50, 0.52], [0.5], 10.0) == pytest.approx(1.0)
     assert math.isnan(av_align([], [], 10.0)) and math.isnan(av_align_pr([], [], 10.0))
     assert av_align_pr([0.5], [], 10.0) == 0.0
@@ -41,6 +43,7 @@ def test_iou_forms_on_hand_made_event_sets():
 def test_peaks_are_strict_interior_maxima():
     assert local_peaks(np.array([0, 2, 1, 1, 3, 3, 0, 5]), 10.0).tolist() == [0.1]
     assert local_peaks(np.array([0, 2, 1, 0.5, 0.4]), 10.0, minimum=2.5).size == 0
+    assert local_peaks(np.array([0, 0.1, 0, 0.09, 0]), 10.0, minimum=0.1).tolist() == [0.1]  # at least 0.1 px counts
 
 
 def test_av_align_star_is_zero_for_identical_curves_and_floors_small_values():
