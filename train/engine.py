@@ -183,10 +183,10 @@ class Engine:
 
     @staticmethod
     def _tracker_available(name: str) -> bool:
-        import importlib.util
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-        mod = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(name, name)
-        ok = importlib.util.find_spec(mod) is not None or (name == "tensorboard" and importlib.util.find_spec("tensorboardX"))
+        mod = name
+        ok = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}.get(name, lambda: True)()
         if not ok:
             log.warning("tracker %s is not installed: not logging to it (pip install %s)", name, mod)
         return bool(ok)

@@ -3,13 +3,13 @@ run, strict resume, retention, the NaN guard, tracker files, validation samples.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
 
 import pytest
 import torch
+from accelerate.utils import is_tensorboard_available
 
 from train import checkpointing as ckpt
 from train.engine import Engine, EngineSettings, NonFiniteLoss, ResumeMismatch
@@ -133,7 +133,7 @@ def test_nan_guard_skips_counts_and_stops(tmp_path):
         run(tmp_path / "n2", 10, nan_at=tuple(range(100)), trackers=(), max_nonfinite=3)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+@pytest.mark.skipif(not is_tensorboard_available(), reason="tensorboard not installed (a dependency: pip install -e .)")
 def test_tracker_files_and_validation_samples(tmp_path):
     out = tmp_path / "t"
     _, r = run(out, 4, validate_every=2, log_every=1)
