@@ -442,6 +442,7 @@ class Engine:
                                "lr": lr, "steps_per_s": (self.step - n_last) / max(now - t_last, 1e-9),
                                "elapsed_min": self.elapsed / 60, "nonfinite_skipped": self.nonfinite}
                         window, t_last, n_last = [], now, self.step
+                        rec["steps_per_s"] = agg["steps_per_s"]
                         if self.is_main:
                             logf.write(json.dumps(agg) + "\n")
                             logf.flush()
