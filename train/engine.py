@@ -156,7 +156,7 @@ class Engine:
 
         if s.mixed_precision is not None and s.mixed_precision not in PRECISIONS:
             raise ValueError(f"mixed_precision={s.mixed_precision!r}: expected one of {', '.join(PRECISIONS)}")
-        self.s, self.run_config = s, run_config
+        self.s, self.run_config = s, json.loads(json.dumps(run_config, default=str))  # as saved (tuples -> lists)
         self.may_change = set(may_change) | {"steps", "log_every", "save_every", "progress", "resume", "keep_last",
                                              "validate_every", "num_workers", "time_limit_s", "max_minutes",
                                              "out_dir", "trackers", "max_nonfinite"}
