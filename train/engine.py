@@ -450,7 +450,7 @@ class Engine:
                                 log.info("step %d loss %.4f lr %.3g %.2f steps/s", self.step, agg["loss"], lr, agg["steps_per_s"])
                         if self.trackers:
                             acc.log({f"train/{k}": v for k, v in agg.items() if k != "step"}, step=self.step)
-                    if validate is not None and s.validate_every and self.step % s.validate_every == 0:
+                    if s.validate_every and self.step % s.validate_every == 0:
                         self.run_validation(validate, logf)
                     if self.step % s.save_every == 0 or self.step == s.steps:
                         last_ck = self.save()
@@ -472,11 +472,11 @@ class Engine:
         return {"history": history, "interrupted": interrupted, "step": self.step,
                 "checkpoint": str(last_ck or ckpt.latest_checkpoint(self.out) or "")}
 
-    def run_validation(self, validate: Callable[[int], dict], logf=None) -> dict | None:
+    def run_validation(self, validate: Callable[[int], dict] | None, logf=None) -> dict | None:
         """Main process: the trainer's `validate(step)` -> {"metrics": {...}, "audio": {tag: (wave, rate)},
         "images": {tag: HWC uint8}, "files": [...]}; metrics go to log.jsonl, everything to the trackers."""
         res = None
-        if self.is_main:
+        if self.is_main and validate is not None:
             was = self.raw.training
             self.raw.eval()
             with torch.no_grad():
