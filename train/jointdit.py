@@ -359,11 +359,10 @@ RESUME_MAY_CHANGE = {"shards", "latents", "video_model", "audio_model", "log_sam
 def dry_run(cfg: TrainConfig, eng=None) -> dict:
     """Resolved settings, data plan and a per-GPU memory estimate (meta device for the paper preset)."""
     from train.data import ClipSpec
-    from train.engine import resolve_precision
     from train.memory import estimate, format_estimate, saved_activation_bytes
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = resolve_precision(cfg.mixed_precision) or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
     print("settings:", json.dumps(asdict(cfg), default=str))
     print(f"processes {world}, precision {precision}, gradient checkpointing {cfg.gradient_checkpointing}, "
           f"clips per update {cfg.batch_size * cfg.gradient_accumulation_steps * world}")
@@ -386,6 +385,7 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
         model = build_jointdit(m["svd_unet"], audio_unet_self_attention_only_meta(m["audioldm2_unet"]), frozen,
                                cfg.preset, use_joint_blocks=cfg.use_joint_blocks, joint_attention=cfg.joint_attention,
                                cmc_pe=cfg.cmc_pe, **cfg.joint)
+    model.to("meta")  # a few parameters (torch.Tensor([...]) in diffusers' blenders) ignore the device context
     model.set_trainable()
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
@@ -396,13 +396,14 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
     v0 = torch.zeros(b, spec.num_frames, frozen.video_vae.config.latent_channels, cfg.height // vf, cfg.width // vf, device=dev)
     a0 = torch.zeros(b, model.audio_unet.config.in_channels, spec.mel_frames // af, spec.n_mels // af, device=dev)
     cond = Condition(torch.zeros(b, v0.shape[2], v0.shape[3], v0.shape[4], device=dev),
-                     torch.zeros(b, frozen.clip_dim, device=dev), added_time_ids(b, spec.fps, 127, 0.02, dev))
+                     torch.zeros(b, 1, frozen.clip_dim, device=dev), added_time_ids(b, spec.fps, 127, 0.02, dev))
     diffusion = JointDiffusion(diffusion_config(cfg))
     model.train()
     try:
-        act = saved_activation_bytes(lambda: diffusion.training_losses(
+        with torch.device("meta"):  # tensors the blocks create on the fly go to the meta device too
+            act = saved_activation_bytes(lambda: diffusion.training_losses(
             model, v0, a0, cond, t_uni=torch.full((b,), 0.5, device=dev), noise_v=torch.zeros_like(v0),
-            noise_a=torch.zeros_like(a0)))
+                noise_a=torch.zeros_like(a0)))
     except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
         print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
         act = None
