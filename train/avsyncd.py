@@ -98,6 +98,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--out-dir", help="run folder (checkpoints, final/)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--print-params", action="store_true", help="print the paper-size parameter table (meta device) and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the settings, data plan and a per-GPU memory estimate, and exit")
     cli.add_config_arguments(p, example="lr=5e-5")
     a = p.parse_args(argv)
     if a.help_config:
@@ -265,6 +266,48 @@ def validation_fn(eng, parts, ds, spec, null_audio, cfg: TrainConfig):
     return validate
 
 
+def dry_run(cfg: TrainConfig) -> dict:
+    """Resolved settings, data plan and a per-GPU memory estimate (UNet on the meta device; the frozen VAE,
+    CLIP text and ImageBind encoders are not included)."""
+    import os
+
+    from train.memory import estimate, format_estimate, saved_activation_bytes
+    from train.models.avsyncd import PRESETS, build_unet
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    per = max(1, cfg.batch_size // (world * cfg.grad_accum))
+    print("settings:", json.dumps(to_dict(cfg), default=str))
+    print(f"processes {world}, precision {precision}, {per} clip(s) per process and micro-batch, gradient "
+          f"checkpointing {cfg.gradient_checkpointing}")
+    if cfg.shards:
+        n = len(cli.resolve_files(cfg.shards, what="shards"))
+        readers = world * max(1, cfg.num_workers)
+        print(f"data: {n} shard(s), {readers} reader(s): {n / readers:.2f} shard(s) per reader")
+    unet = build_unet(cfg.preset, device="meta")
+    unet.to("meta")
+    unet.set_trainable()
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    f = round(cfg.duration * cfg.fps)
+    p = PRESETS[cfg.preset]
+    dev = torch.device("meta")
+    try:
+        with torch.device("meta"):
+            x = torch.zeros(per, f, 4, cfg.height // 8, cfg.width // 8, device=dev)
+            text = torch.zeros(per, 77, p["cross_attention_dim"], device=dev)
+            audio = torch.zeros(per, f, 1 + 12 * 2, p["audio_cross_attention_dim"], device=dev)
+            act = saved_activation_bytes(lambda: unet(x, torch.zeros(per, dtype=torch.long, device=dev), text, audio).sample.mean())
+    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
+        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
+        act = None
+    est = estimate(unet, precision, cfg.ema, act)
+    print(f"memory per GPU (UNet only; batch {per}, {precision}):")
+    print(format_estimate(est))
+    return {"memory": est}
+
+
 def main(argv=None) -> int:
     """Command line: exit code 0, or 2 with one `error: ...` line for a user mistake."""
     def body():
@@ -272,6 +315,9 @@ def main(argv=None) -> int:
         cli.setup_logging()
         if args.print_params:
             print_param_table()
+            return 0
+        if args.dry_run:
+            dry_run(cfg)
             return 0
         train(cfg)
         return 0
