@@ -53,6 +53,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="evaluate on held-out synthetic videos every N steps (0 = never)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (under accelerate launch each process takes its GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--dry-run", action="store_true", help="print the settings, data plan and a per-GPU memory estimate, and exit")
     add_config_arguments(p, example="stage1_steps=2000 model.embed_dim=256")
     return p
 
@@ -97,6 +98,12 @@ def _train(args) -> None:
         if args.init_from and not Path(args.init_from).exists():
             raise UsageError(f"--init-from {args.init_from!r} does not exist")
         cfg = load(TrainConfig, path=args.config, overrides=args.overrides, base=PRESETS[args.preset](), explicit=explicit)
+        if args.dry_run:
+            from .train import dry_run
+
+            _check_train_config(cfg, args.init_avid)
+            dry_run(cfg, source, path)
+            return
         out = output_dir(args.out)
     _check_train_config(cfg, args.init_avid)
     train(cfg, out, source=source, path=path, init_avid=None if args.resume else args.init_avid,
