@@ -292,30 +292,55 @@ class Engine:
         return path
 
     def find_checkpoint(self, resume: str | None) -> Path | None:
+        """The checkpoint to resume from, as the main process sees it (a node-local out_dir elsewhere is fine)."""
         if not resume:
             return None
-        if resume == "latest":
-            ck = ckpt.latest_checkpoint(self.out)
-            if ck is None and self.is_main:
-                log.info("resume=latest: no checkpoint in %s, starting at step 0", self.out)
-            return ck
-        return Path(resume)
+        ck = (ckpt.latest_checkpoint(self.out) if resume == "latest" else Path(resume)) if self.is_main else None
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            ck = broadcast_object_list([str(ck) if ck else None])[0]
+            ck = Path(ck) if ck else None
+        if ck is None and self.is_main:
+            log.info("resume=latest: no checkpoint in %s, starting at step 0", self.out)
+        return ck
+
+    def _read_checkpoint(self, path: Path) -> dict:
+        """Everything in checkpoint folder `path`; processes that cannot see the folder (a node-local out_dir)
+        get the main process's copy."""
+        from safetensors.torch import load_file
+
+        def read() -> dict:
+            return {"state": json.loads((path / "state.json").read_text()),
+                    "weights": load_file(str(path / self.weights_file)),
+                    "optimizer": (load_file(str(path / "optimizer.safetensors")),
+                                  json.loads((path / "optimizer.json").read_text())),
+                    "ema": load_file(str(path / "ema.safetensors")) if (path / "ema.safetensors").exists() else None,
+                    "rng": {int(f.stem.split("rank")[1]): json.loads(f.read_text()) for f in path.glob("rng-rank*.json")}}
+
+        visible = (path / "state.json").is_file()
+        if self.world > 1:
+            flags = self.acc.gather(torch.tensor([1.0 if visible else 0.0], device=self.device))
+            if bool((flags < 1).any()):
+                from accelerate.utils import broadcast_object_list
+
+                return broadcast_object_list([read() if self.is_main else None])[0]
+        return read()
 
     def resume(self, path: str | Path | None) -> dict | None:
         """Restore weights, optimizer, schedule, EMA, step, data position (and, in `fit`, the random states)
         from checkpoint folder `path`; ResumeMismatch (one line) when a setting or a weight differs."""
-        from safetensors.torch import load_file
-
         if path is None:
             return None
         path = Path(path)
-        state = json.loads((path / "state.json").read_text())
+        data = self._read_checkpoint(path)
+        state = data["state"]
         saved_cfg = state.get("run_config", {})
         diff = changed_settings(saved_cfg, self.run_config, self.may_change)
         if diff:
             raise ResumeMismatch(f"cannot resume from {path}: settings differ from the checkpoint's: {'; '.join(diff)} "
                                  "(set them back, or start a new out_dir)")
-        sd = load_file(str(path / self.weights_file))
+        sd = data["weights"]
         want = self.weights(self.raw)
         bad = weight_mismatch(sd, want)
         if bad:
@@ -323,14 +348,13 @@ class Engine:
         with torch.no_grad():
             for k, v in sd.items():
                 want[k].copy_(v.to(want[k].device, want[k].dtype))
-        self.opt.load_state_dict(ckpt.optimizer_from_safetensors(load_file(str(path / "optimizer.safetensors")),
-                                                                 json.loads((path / "optimizer.json").read_text())))
+        self.opt.load_state_dict(ckpt.optimizer_from_safetensors(*data["optimizer"]))
         sched_state = self.sched.state_dict()
         sched_state.update({k: v for k, v in state["scheduler"].items() if k != "lr_lambdas"})
         self.sched.load_state_dict(sched_state)
         if self.ema is not None:
-            if (path / "ema.safetensors").exists():
-                self.ema.shadow = {k: v.to(self.device) for k, v in load_file(str(path / "ema.safetensors")).items()}
+            if data["ema"] is not None:
+                self.ema.shadow = {k: v.to(self.device) for k, v in data["ema"].items()}
                 self.ema.num_updates = state.get("ema_updates") or 0
             else:
                 log.warning("%s has no EMA weights: the EMA starts from the resumed weights", path)
@@ -339,8 +363,7 @@ class Engine:
         if state.get("world_size", self.world) != self.world and self.is_main:
             log.warning("%s was written by %d processes, this run has %d: the data position is approximate",
                         path, state.get("world_size"), self.world)
-        rng_file = path / f"rng-rank{self.rank}.json"
-        self._rng_saved = json.loads(rng_file.read_text()) if rng_file.exists() else None
+        self._rng_saved = data["rng"].get(self.rank)
         if self.is_main:
             log.info("resumed from %s at step %d (%d batches consumed per process)", path, self.step, self.consumed)
         return state

@@ -19,8 +19,10 @@ def main() -> None:
     p.add_argument("steps", type=int)
     p.add_argument("--kill-at", type=int)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--node-local", action="store_true", help="ranks > 0 get a folder of their own (never created)")
     a = p.parse_args()
-    s = EngineSettings(out_dir=a.out, steps=a.steps, lr=1e-2, grad_accum=2, save_every=100, progress=False,
+    rank = int(os.environ.get("RANK", "0"))
+    s = EngineSettings(out_dir=a.out if rank == 0 or not a.node_local else f"{a.out}-rank{rank}", steps=a.steps, lr=1e-2, grad_accum=2, save_every=100, progress=False,
                        trackers=(), cpu=True, ema_decay=0.9)
     eng = Engine(s, run_config={"lr": 1e-2})
     torch.manual_seed(0)

@@ -1,5 +1,6 @@
 """train.engine under `torchrun --nproc_per_node 2` (gloo, CPU): SIGTERM to one rank stops both at the same
-update with one checkpoint, and the resumed run equals the uninterrupted one (the in-process equivalent is
+update with one checkpoint, and the resumed run equals the uninterrupted one, also when the other rank's
+run folder is node-local (it never sees the checkpoint) (the in-process equivalent is
 tests/train/test_engine.py, in the default suite)."""
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def toy(out, steps, *extra):
 @pytest.mark.slow
 def test_two_process_sigterm_resume_equals_the_uninterrupted_run(tmp_path):
     straight = toy(tmp_path / "a", 6)
-    first = toy(tmp_path / "b", 6, "--kill-at", "5")  # micro-batch 5 = the first of update 3
+    # rank 1 has a "node-local" run folder of its own: only the main process writes, resume reads the main's copy
+    first = toy(tmp_path / "b", 6, "--kill-at", "5", "--node-local")  # micro-batch 5 = the first of update 3
     assert first["interrupted"] == "SIGTERM" and first["step"] == 3
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-000003"]
     assert {p.name for p in (tmp_path / "b" / "checkpoint-000003").glob("rng-rank*.json")} == {"rng-rank0.json", "rng-rank1.json"}
-    second = toy(tmp_path / "b", 6, "--resume")
+    second = toy(tmp_path / "b", 6, "--resume", "--node-local")
+    assert not (tmp_path / "b-rank1").exists()
     assert second["interrupted"] is None
     assert first["losses"] + second["losses"] == pytest.approx(straight["losses"], rel=1e-5)
     for name in ("weights.safetensors", "ema.safetensors", "optimizer.safetensors"):
