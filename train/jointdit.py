@@ -5,11 +5,11 @@ r"""Train JointDiT on curated shards (or cached latents), on one process or many
         --video-model stabilityai/stable-video-diffusion-img2vid --audio-model cvssp/audioldm2 \
         --mixed-precision bf16 --gradient-checkpointing
     torchrun --nproc_per_node 8 -m train.jointdit --config my.yaml --resume latest
-    python -m train.jointdit --preset paper --dry-run --print-params   # meta device, no download
+    python -m train.jointdit --preset paper --dry-run   # settings, data plan, per-GPU memory (meta device)
 
-Every process reads its own part of the shards (each DataLoader worker its own part of that), keeps an EMA
-of the trainable weights, follows a warm-up + schedule of the learning rate, and can accumulate gradients;
-checkpoints hold everything `--resume` needs to continue exactly where the run stopped.
+Every process reads its own part of the shards (each DataLoader worker its own part of that). The loop is
+the shared training engine (train.engine): EMA, warm-up + schedule, accumulation, NaN guard, trackers,
+validation samples, checkpoints with retention, also on SIGTERM / SIGUSR1, and a strict `--resume`.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def checkpoint_diffusion(state: dict):
 
 
 def load_checkpoint(path: str | Path, dtype=torch.float32, ema: bool = True):
-    """(JointDiT, FrozenParts, state) from a checkpoint folder written by `save_checkpoint`; with `ema` the
+    """(JointDiT, FrozenParts, state) from a checkpoint folder written by the training engine; with `ema` the
     EMA weights when the checkpoint has them (state['weights'] says which were loaded)."""
     from safetensors.torch import load_file
 
