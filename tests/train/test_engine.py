@@ -150,3 +150,30 @@ def test_tracker_files_and_validation_samples(tmp_path):
     assert "val/a" in tags["audio"] and "val/v" in tags["images"]
     evals = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if "eval" in x]
     assert [e["step"] for e in evals] == [2, 4] and evals[0]["eval"] == {"val_loss": 0.5}
+
+
+@pytest.mark.parametrize("launch, setting, expected", [("bf16", None, "bf16"), ("bf16", "no", "no"), (None, None, "no")])
+def test_precision_comes_from_accelerate_launch_unless_set(tmp_path, monkeypatch, launch, setting, expected):
+    from accelerate.state import AcceleratorState
+
+    if launch:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launch)  # as `accelerate launch --mixed_precision` sets it
+    else:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    AcceleratorState._reset_state(True)
+    try:
+        eng = Engine(EngineSettings(out_dir=str(tmp_path), steps=1, lr=1e-3, mixed_precision=setting, cpu=True,
+                                    trackers=()), run_config={})
+        assert eng.precision == expected  # on the CPU the default is float32; on a GPU, bf16 (resolve_precision)
+    finally:
+        AcceleratorState._reset_state(True)
+
+
+def test_bf16_is_the_default_on_a_gpu(monkeypatch):
+    from train.engine import resolve_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_precision(None) == "bf16" and resolve_precision("fp16") == "fp16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert resolve_precision(None) is None  # accelerate reads the launcher's setting
