@@ -62,7 +62,8 @@ class TrainConfig:
     """Checkpoints kept (the newest N; 0: all); milestones too."""
     milestone_every: int = 10000
     validate_every: int = 0
-    """Every N steps the loss of `validate_count` fixed clips at fixed noise (val/loss; 0: off)."""
+    """Every N steps: the loss of `validate_count` fixed clips at fixed noise (val/loss) and a sample from each
+    into out_dir/samples/ (mp4 + wav) and the trackers (0: off)."""
     validate_count: int = 2
     trackers: str = "tensorboard"
     """Trackers through accelerate, comma-separated: tensorboard, wandb, none."""
@@ -241,14 +242,18 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def validation_fn(eng, parts, ds, spec, null_audio, cfg: TrainConfig):
-    """Validation: the training loss of the first `validate_count` clips at fixed noise and timesteps (a
-    number comparable across steps), logged as val/loss."""
+    """Validation on the first `validate_count` clips (fixed): their loss at fixed noise and timesteps
+    (val/loss), and a sample from each clip's first frame, audio and label (`diffusion.sample_steps` steps)
+    written to out_dir/samples/step-N/valI.mp4 (with the conditioning audio) and .wav."""
+    import numpy as np
+
+    from curate.media import encode_mp4
     from train.avsyncd_data import collate
-    from train.avsyncd_diffusion import train_scheduler, training_loss
+    from train.avsyncd_diffusion import sample, sample_scheduler, train_scheduler, training_loss
     from train.models.avsyncd import segment_audio_tokens
 
     clips = []
-    for c in ds.iter_reader(0, 1) if hasattr(ds, "iter_reader") else ds:
+    for c in ds.iter_reader(0, 1):
         clips.append(c)
         if len(clips) >= cfg.validate_count:
             break
@@ -256,12 +261,27 @@ def validation_fn(eng, parts, ds, spec, null_audio, cfg: TrainConfig):
     scheduler = train_scheduler(cfg.diffusion)
 
     def validate(step: int) -> dict:
+        import soundfile as sf
+
         g = torch.Generator(device=eng.device).manual_seed(1234)
         latents = parts.encode_frames(batch["video"].to(eng.device), g)
         text = parts.encode_text(batch["label"]).float()
         audio = segment_audio_tokens(parts.encode_audio(batch["mel"].to(eng.device)), spec.num_frames)
         out = training_loss(eng.raw, latents, text, audio, null_audio, scheduler, 0.0, g)
-        return {"metrics": {"loss": float(out["loss"])}}
+        lat = sample(eng.raw, latents[:, 0], text, audio, null_audio, sample_scheduler(cfg.diffusion), spec.num_frames,
+                     cfg.diffusion.sample_steps, cfg.diffusion.guidance, g)
+        frames = (parts.decode_latents(lat).permute(0, 1, 3, 4, 2).cpu().numpy() * 255).round().astype(np.uint8)
+        folder = Path(cfg.out_dir) / "samples" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files, audio_out, imgs = [], {}, {}
+        for i in range(frames.shape[0]):
+            wave = batch["wave"][i].numpy().astype(np.float32)
+            (folder / f"val{i}.mp4").write_bytes(encode_mp4(frames[i], spec.fps, wave, spec.audio_rate))
+            sf.write(folder / f"val{i}.wav", wave, spec.audio_rate)
+            files += [folder / f"val{i}.mp4", folder / f"val{i}.wav"]
+            audio_out[f"val{i}"] = (wave, spec.audio_rate)
+            imgs[f"val{i}"] = np.concatenate(list(frames[i][:: max(1, frames.shape[1] // 4)]), axis=1)
+        return {"metrics": {"loss": float(out["loss"])}, "files": files, "audio": audio_out, "images": imgs}
 
     return validate
 

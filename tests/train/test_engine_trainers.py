@@ -67,3 +67,16 @@ def test_jointdit_validation_samples_and_strict_resume(shard_dir, tiny_experts, 
     assert cli(args + ["--steps", "2", "--resume", "latest", "--lr", "5e-4"]) == 2
     err = [x for x in capsys.readouterr().err.strip().splitlines() if x.startswith("error")]
     assert len(err) == 1 and err[0].startswith("error: cannot resume") and "lr 0.001 -> 0.0005" in err[0]
+
+
+def test_avsyncd_validation_samples(tmp_path, shard_dir):
+    from train.avsyncd import parse_args, train
+
+    cfg, _ = parse_args(["--config", str(ROOT / "train" / "configs" / "avsyncd_tiny.yaml"), "--shards",
+                         str(shard_dir / "train-*.tar"), "--out-dir", str(tmp_path / "run"), "--steps", "1",
+                         "progress=false", "validate_every=1", "validate_count=1", "trackers=none", "diffusion.sample_steps=2"])
+    r = train(cfg)
+    folder = tmp_path / "run" / "samples" / "step-000001"
+    assert sorted(p.name for p in folder.iterdir()) == ["val0.mp4", "val0.wav"] and r["history"][0]["step"] == 1
+    evals = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert evals[0]["step"] == 1 and evals[0]["eval"]["loss"] > 0
