@@ -65,7 +65,7 @@ def main(argv=None):
     pairs = [(once(joint_step), once(experts_step)) for _ in range(a.repeats)]
     tj, te = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
     # the training loop's extra per-update work on the trainable weights: the EMA update
-    from train.jointdit import EMA
+    from train.engine import EMA
 
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     ema = EMA(trainable, 0.9999)

@@ -58,7 +58,7 @@ def run_family(held: str, args, out: Path) -> dict:
     extra = [f"real_media={args.real_media}"] if args.real_media else []
     budget = [f"max_minutes={args.minutes}"] + ([f"steps={args.steps}"] if args.steps else [])
     init = ["--init-from", args.init_from] if args.init_from else []  # options before the key=value positionals
-    if (run / "train_state.pt").is_file():  # an earlier, interrupted run of this bench: continue it to the budget
+    if (run / "train_state.json").is_file():  # an earlier, interrupted run of this bench: continue it to the budget
         if args.overrides or args.init_from:
             print(f"held out {held}: resuming {run} with its saved settings; --init-from and key=value settings "
                   "of this call are not applied", flush=True)
@@ -69,7 +69,7 @@ def run_family(held: str, args, out: Path) -> dict:
     if rc != 0:
         raise SystemExit(rc)
     model = SyncClassifier.from_pretrained(run)
-    state = torch.load(run / "train_state.pt", weights_only=False)
+    state = json.loads((run / "train_state.json").read_text())
     steps, saved = state["step"], state["config"]
     ev = {}
     for fam in ALL_FAMILIES:

@@ -25,8 +25,7 @@ TRAIN_FLAGS = {  # flag attribute -> dotted setting
     "steps": "steps", "batch_size": "batch_size", "lr": "lr", "max_minutes": "max_minutes", "seed": "seed",
     "num_workers": "num_workers", "threads": "threads", "device": "device", "eval_every": "eval_every",
 }
-RESUME_OVERRIDABLE = {"steps", "max_minutes", "num_workers", "threads", "device", "eval_every", "log_every", "save_every",
-                      "eval_videos", "shuffle_buffer"}
+from .train import RESUME_MAY_CHANGE as RESUME_OVERRIDABLE  # noqa: E402
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -38,7 +37,7 @@ def train_parser() -> argparse.ArgumentParser:
     src.add_argument("--shards", help="train on curated WebDataset shards (glob / brace pattern, quoted)")
     src.add_argument("--videos", help="train on a folder of sounding videos (each >= 6 s; streamed, shuffled per pass)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="small", help="model/training size the settings start from (default small)")
-    p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoint, train_state.pt, log.jsonl)")
+    p.add_argument("--out", default="out/sync_classifier", help="run folder (checkpoint-*/, the newest model, train_state.json, log.jsonl)")
     p.add_argument("--resume", metavar="RUN", help="run folder to continue (its saved settings are used; steps/max_minutes/... may be changed)")
     p.add_argument("--init-avid", metavar="FILE", help="AVID-CMA checkpoint: initialise the encoders where keys and shapes match (replaces stage 1)")
     p.add_argument("--init-from", metavar="CKPT", help="start from the weights of a checkpoint of this project whose weights fit this "
@@ -54,6 +53,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="evaluate on held-out synthetic videos every N steps (0 = never)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (under accelerate launch each process takes its GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--dry-run", action="store_true", help="print the settings, data plan and a per-GPU memory estimate, and exit")
     add_config_arguments(p, example="stage1_steps=2000 model.embed_dim=256")
     return p
 
@@ -73,13 +73,11 @@ def _train(args) -> None:
     explicit = {dotted: getattr(args, flag) for flag, dotted in TRAIN_FLAGS.items()}
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "train_state.pt").is_file():
-            raise UsageError(f"--resume {args.resume!r}: no train_state.pt in that folder")
         if args.shards or args.videos or args.init_avid or args.init_from or args.config:
             raise UsageError("--resume continues a run with its saved data and settings; drop --shards/--videos/--init-avid/--init-from/--config")
-        import torch
+        from .train import read_run_state
 
-        state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=False)
+        state = read_run_state(run_dir)
         cfg = load(TrainConfig, overrides=args.overrides, base=TrainConfig.from_dict(state["config"]), explicit=explicit)
         changed = {k for k, v in to_dict(cfg).items() if v != to_dict(TrainConfig.from_dict(state["config"])).get(k)}
         if changed - RESUME_OVERRIDABLE:
@@ -100,11 +98,17 @@ def _train(args) -> None:
         if args.init_from and not Path(args.init_from).exists():
             raise UsageError(f"--init-from {args.init_from!r} does not exist")
         cfg = load(TrainConfig, path=args.config, overrides=args.overrides, base=PRESETS[args.preset](), explicit=explicit)
+        if args.dry_run:
+            from .train import dry_run
+
+            _check_train_config(cfg, args.init_avid)
+            dry_run(cfg, source, path)
+            return
         out = output_dir(args.out)
     _check_train_config(cfg, args.init_avid)
     train(cfg, out, source=source, path=path, init_avid=None if args.resume else args.init_avid,
           init_from=None if args.resume else args.init_from, resume=bool(args.resume), progress=not args.no_progress)
-    print(f"saved checkpoint (config.json, model.safetensors) and train_state.pt, log.jsonl to {out}")
+    print(f"saved checkpoint (config.json, model.safetensors, checkpoint-*/) and train_state.json, log.jsonl to {out}")
 
 
 def _check_train_config(cfg: TrainConfig, init_avid: str | None) -> None:
@@ -114,7 +118,7 @@ def _check_train_config(cfg: TrainConfig, init_avid: str | None) -> None:
         raise UsageError("--init-avid replaces stage 1: set stage1_steps=0 (the paper never uses both)")
     if cfg.stage1_steps and cfg.batch_size < 2:
         raise UsageError("stage1_steps > 0 needs batch_size >= 2 (easy negatives come from other instances)")
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+    if cfg.mixed_precision not in ("", "no", "fp16", "bf16"):
         raise UsageError(f"mixed_precision={cfg.mixed_precision!r}: expected no, fp16 or bf16")
     bad = [f for f in cfg.families if f not in ALL_FAMILIES]
     if bad or not cfg.families:

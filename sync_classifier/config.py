@@ -155,8 +155,9 @@ class TrainConfig:
     for runs of a fixed number of steps; a max_minutes stop cuts the decay short)."""
     grad_clip: float = 0.0
     """Clip the global gradient norm to this value (the authors' config: 1.0); 0 = off."""
-    mixed_precision: str = "no"
-    """"no", "fp16" or "bf16": autocast of the forward pass (GPU only; fp16 uses a grad scaler)."""
+    mixed_precision: str = ""
+    """"no", "fp16" or "bf16": autocast of the forward pass (GPU only; fp16 uses a grad scaler); "" (default):
+    `accelerate launch --mixed_precision`, else bf16 on a GPU."""
     weight_decay: float = 0.01
     steps: int = 40000
     max_minutes: float = 0.0
@@ -178,6 +179,10 @@ class TrainConfig:
     oversubscribed CPU 1 thread (and num_workers=0) was 2-7x faster per step than 2 threads + a worker."""
     log_every: int = 10
     save_every: int = 100
+    keep_last: int = 3
+    """Checkpoint folders kept (the newest N; 0: all)."""
+    trackers: str = "tensorboard"
+    """Trackers through accelerate, comma-separated: tensorboard, wandb, none."""
     eval_every: int = 0
     eval_videos: int = 16
     device: str = "cpu"

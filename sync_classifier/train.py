@@ -9,22 +9,23 @@
 Recipe: stage 1 (the first `stage1_steps`) uses easy negatives only (other instances), stage 2 hard
 negatives only (the instance's shifted clips); an AVID-CMA init replaces stage 1. LR warm-up, gradient
 norm clipping, fp16/bf16 autocast on GPU, several GPUs through `accelerate launch` (each rank reads
-its own share of the data). The run folder holds config.json + model.safetensors (the model, loadable
-with SyncClassifier.from_pretrained / SyncScorer.from_pretrained), train_state.pt (optimizer, step,
-elapsed time, training config, data position) and log.jsonl (loss, accuracies, stage, lr, steps/s).
+its own share of the data). The loop is the project's training engine (train.engine): the run folder
+holds checkpoint-NNNNNN/ folders (safetensors weights and optimizer, JSON state; the newest `keep_last`
+kept; also written on SIGTERM / SIGUSR1), config.json + model.safetensors of the newest one (loadable with
+SyncClassifier.from_pretrained / SyncScorer.from_pretrained), train_state.json (settings, data source,
+step) and log.jsonl (loss, accuracies, stage, lr, grad norm, steps/s; eval records).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -115,34 +116,53 @@ def launched_by_accelerate() -> bool:
     return any(k.startswith("ACCELERATE_") for k in os.environ) or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+STATE_NAME = "train_state.json"
+
+
+def read_run_state(out: Path) -> dict:
+    """The run folder's training state (settings, data source, step); a run of the old pickle format is refused
+    with one line (its model.safetensors still loads: use it with --init-from)."""
+    from common.cli import UsageError
+
+    if (out / STATE_NAME).is_file():
+        return json.loads((out / STATE_NAME).read_text())
+    if (out / "train_state.pt").is_file():
+        raise UsageError(f"{out} was written by an older trainer (train_state.pt, a pickle this version does not read); "
+                         f"start a new run from its weights with --init-from {out}")
+    raise UsageError(f"--resume {str(out)!r}: no {STATE_NAME} in that folder")
+
+
+def engine_settings(cfg: TrainConfig, out: Path):
+    from train.engine import EngineSettings
+
+    precision = cfg.mixed_precision or None
+    if cfg.device == "cpu":
+        precision = "no"
+    return EngineSettings(
+        out_dir=str(out), steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        lr_lambda=lambda n: lr_at(cfg, n) / cfg.lr, grad_clip=cfg.grad_clip, mixed_precision=precision, ema=False,
+        save_every=cfg.save_every, keep_last=cfg.keep_last, log_every=cfg.log_every, validate_every=cfg.eval_every,
+        trackers=tuple(t.strip() for t in cfg.trackers.split(",")), seed=cfg.seed,
+        time_limit_s=cfg.max_minutes * 60 if cfg.max_minutes else math.inf, cpu=cfg.device == "cpu",
+        generator_device="cpu", name="sync_classifier")
+
+
 def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, init_avid: str | None = None,
           resume: bool = False, progress: bool = True, init_from: str | None = None) -> Path:
     """Run (or resume) a training into the run folder `out`; returns `out`. Inputs are assumed checked
     (see sync_classifier.cli)."""
-    accelerator = None
-    if launched_by_accelerate():
-        from accelerate import Accelerator
+    from common.cli import UsageError
+    from train.checkpointing import latest_checkpoint
+    from train.engine import Engine, ResumeMismatch
 
-        accelerator = Accelerator(mixed_precision=cfg.mixed_precision if cfg.device != "cpu" else "no", cpu=cfg.device == "cpu")
-    is_main = accelerator is None or accelerator.is_main_process
-    device = accelerator.device if accelerator is not None else torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-
+    run_config = {**cfg.to_dict(), "source": source, "source_path": path}
+    eng = Engine(dataclasses.replace(engine_settings(cfg, out), progress=progress), run_config,
+                 may_change=RESUME_MAY_CHANGE | {"source_path"})
     model = SyncClassifier(cfg.model, training_data="synthetic" if source == "synthetic" else "unknown")
-    state = torch.load(out / "train_state.pt", map_location="cpu", weights_only=False) if resume else None
-    step, elapsed, consumed = 0, 0.0, 0
-    if state is not None:
-        loaded = SyncClassifier.from_pretrained(out)
-        model.load_state_dict(loaded.state_dict())
-        model.training_data = loaded.training_data
-        step, elapsed, consumed = state["step"], state["elapsed"], state.get("consumed", 0)
-        log.info("resumed %s at step %d (%.1f min trained)", out, step, elapsed / 60)
-    elif init_from:
-        from common.cli import UsageError
-
+    if init_from and not resume:
         start = SyncClassifier.from_pretrained(init_from)
         have, want = start.state_dict(), model.state_dict()
         misfit = sorted(set(have) ^ set(want)) or [k for k in want if have[k].shape != want[k].shape]
@@ -154,102 +174,109 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
         model.load_state_dict(have)
         log.info("initialised from %s (training data %s)%s", init_from, start.training_data,
                  "; model settings changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()) if changed else "")
-    elif init_avid:
+    elif init_avid and not resume:
         rep = load_avid(model, init_avid)
         log.info("AVID init: loaded %d tensors, %d encoder tensors missing, %d mismatched, %d unexpected",
                  len(rep["loaded"]), len(rep["missing"]), len(rep["mismatched"]), len(rep["unexpected"]))
-    model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-    scores = PairScores(model)
-    scaler = None
-    if accelerator is not None:
-        scores, opt = accelerator.prepare(scores, opt)
-    elif cfg.mixed_precision == "fp16" and device.type == "cuda":
-        scaler = torch.amp.GradScaler("cuda")
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("preset %s, %.2fM parameters, source %s %s, %d process(es), out %s", cfg.preset, n_params / 1e6, source,
-             path if isinstance(path, str) or path is None else f"{len(path)} shard(s)", world, out)
+
+    def save_extra(folder: Path) -> None:  # main process: the checkpoint and the run folder stay loadable models
+        eng.raw.model.save_pretrained(folder)
+        eng.raw.model.save_pretrained(out)
+        (out / STATE_NAME).write_text(json.dumps({"config": cfg.to_dict(), "step": eng.step, "elapsed": eng.elapsed,
+                                                  "consumed": eng.consumed * cfg.batch_size * eng.world,
+                                                  "source": source, "source_path": path, "checkpoint": folder.name}, indent=1))
+
+    eng.setup(PairScores(model), weights=lambda raw: raw.model.state_dict(), weights_file="model.safetensors",
+              save_extra=save_extra)
+    if resume:
+        ck = latest_checkpoint(out)
+        if ck is None:
+            raise UsageError(f"--resume {str(out)!r}: no checkpoint-* folder in it")
+        try:
+            eng.resume(ck)
+        except ResumeMismatch as e:
+            raise UsageError(str(e)) from None
+        model.training_data = json.loads((ck / "config.json").read_text()).get("training_data", model.training_data)
+        log.info("resumed %s at step %d (%.1f min trained)", out, eng.step, eng.elapsed / 60)
+    rank, world = eng.rank, eng.world
+    log.info("preset %s, %.2fM parameters, source %s %s, %d process(es), precision %s, out %s", cfg.preset,
+             sum(p.numel() for p in model.parameters()) / 1e6, source,
+             path if isinstance(path, str) or path is None else f"{len(path)} shard(s)", world, eng.precision, out)
 
     offsets = clip_offsets(cfg.num_offsets, cfg.offset_step)
     workers = max(1, cfg.num_workers)
-    stream = InstanceStream(cfg.model.spec, offsets, source=source, path=path, seed=cfg.seed,
-                            start=step * cfg.batch_size * world, synthetic_fps=cfg.synthetic_fps,
-                            families=cfg.families, real_media=cfg.real_media, rank=rank, world_size=world,
-                            shuffle_buffer=cfg.shuffle_buffer,
-                            skip=consumed // (workers * world) if source == "videos" else 0)
+    seen = eng.consumed * cfg.batch_size * world
+    stream = InstanceStream(cfg.model.spec, offsets, source=source, path=path, seed=cfg.seed, start=seen,
+                            synthetic_fps=cfg.synthetic_fps, families=cfg.families, real_media=cfg.real_media,
+                            rank=rank, world_size=world, shuffle_buffer=cfg.shuffle_buffer,
+                            skip=seen // (workers * world) if source == "videos" else 0)
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                         persistent_workers=cfg.num_workers > 0, pin_memory=device.type == "cuda",
+                                         persistent_workers=cfg.num_workers > 0, pin_memory=eng.device.type == "cuda",
                                          prefetch_factor=2 if cfg.num_workers > 0 else None)
-    gen = torch.Generator().manual_seed(cfg.seed * 7919 + step + 104729 * rank)
 
-    def save():
-        if not is_main:
-            return
-        model.save_pretrained(out)
-        torch.save({"config": cfg.to_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed": elapsed,
-                    "consumed": consumed, "source": source, "source_path": path}, out / "train_state.tmp")
-        (out / "train_state.tmp").replace(out / "train_state.pt")
-
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    logf = open(out / "log.jsonl", "a") if is_main else None
-    limit = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    model.train()
-    window, t_last, saved_at, t_data = [], time.perf_counter(), step, 0.0
-    data_iter = iter(loader)
-    while step < cfg.steps and elapsed < limit:
-        t0 = time.perf_counter()
-        batch = next(data_iter)
-        t1 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
+    def loss_fn(batch: dict, step: int) -> dict:
         stage = 1 if step < cfg.stage1_steps else 2
-        m = train_step(scores, batch, opt, cfg, gen, easy_negatives=stage == 1, scaler=scaler, accelerator=accelerator)
-        step += 1
-        consumed += cfg.batch_size * world
-        dt = time.perf_counter() - t0
-        t_data += t1 - t0
-        elapsed += dt
-        window.append(m)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", a2v=f"{m['acc_a2v']:.2f}", v2a=f"{m['acc_v2a']:.2f}", stage=stage)
-        if is_main and (step % cfg.log_every == 0 or step == cfg.steps):
-            now = time.perf_counter()
-            rec = {"step": step, "stage": stage, "lr": lr_at(cfg, step - 1), "elapsed_min": round(elapsed / 60, 3),
-                   "steps_per_s": round(len(window) / (now - t_last), 4), "data_wait_s": round(t_data / len(window), 4)}
-            for key in ("loss", "acc_a2v", "acc_v2a"):
-                rec[key] = round(float(np.mean([w[key] for w in window])), 4)
-            logf.write(json.dumps(rec) + "\n")
-            logf.flush()
-            if bar is None:
-                log.info("%s", rec)
-            window, t_last, t_data = [], now, 0.0
-        if is_main and cfg.eval_every and step % cfg.eval_every == 0:
-            from .evaluate import evaluate_model, synthetic_videos
+        mel, frames = batch["mel"], batch["frames"]
+        b, k = mel.shape[:2]
+        flip = torch.rand(b * k, generator=eng.gen) < 0.5 if cfg.flip else None
+        video = clip_tensor(frames.reshape(b * k, *frames.shape[2:]), cfg.model.spec, flip=flip).to(eng.device, non_blocking=True)
+        mel = mel.reshape(b * k, *mel.shape[2:]).to(eng.device, non_blocking=True)
+        with eng.autocast():
+            phi = eng.model(mel, video, b, k, stage == 1)
+        loss, m = easy_infonce(phi, b, k, cfg.temperature) if stage == 1 else sync_infonce(phi, cfg.temperature)
+        return {"loss": loss, "acc_a2v": m["acc_a2v"], "acc_v2a": m["acc_v2a"], "stage": stage}
 
-            fam = cfg.families[0] if cfg.families else "motion"
-            res = evaluate_model(model, synthetic_videos(cfg.eval_videos, spec=cfg.model.spec, family=fam))
-            model.train()
-            logf.write(json.dumps({"step": step, "eval": res}) + "\n")
-            logf.flush()
-            log.info("step %d eval (%s, centre clip, 31 offsets, +-0.2 s): a2v %.3f v2a %.3f", step, fam, res["acc_a2v"], res["acc_v2a"])
-        if step - saved_at >= cfg.save_every:
-            save()
-            saved_at = step
-    save()
-    if bar is not None:
-        bar.close()
-    if logf is not None:
-        logf.close()
-    log.info("done: step %d, %.1f min of training", step, elapsed / 60)
+    def validate(step: int) -> dict:
+        from .evaluate import evaluate_model, synthetic_videos
+
+        fam = cfg.families[0] if cfg.families else "motion"
+        res = evaluate_model(model, synthetic_videos(cfg.eval_videos, spec=cfg.model.spec, family=fam))
+        log.info("step %d eval (%s, centre clip, 31 offsets, +-0.2 s): a2v %.3f v2a %.3f", step, fam, res["acc_a2v"], res["acc_v2a"])
+        return {"metrics": {k: v for k, v in res.items() if isinstance(v, (int, float))}}
+
+    r = eng.fit(iter(loader), loss_fn, validate if cfg.eval_every else None)
+    if eng.is_main and not (out / STATE_NAME).is_file():  # steps=0: still a loadable run folder
+        save_extra(out)
+    log.info("done: step %d, %.1f min of training%s", r["step"], eng.elapsed / 60,
+             f" (stopped: {r['interrupted']})" if r["interrupted"] else "")
     return out
+
+
+def dry_run(cfg: TrainConfig, source: str, path) -> dict:
+    """Resolved settings, data plan and a per-GPU memory estimate (meta-device forward of one step)."""
+    from train.memory import estimate, format_estimate, saved_activation_bytes
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    k = len(clip_offsets(cfg.num_offsets, cfg.offset_step))
+    print("settings:", json.dumps(cfg.to_dict(), default=str))
+    print(f"processes {world}, precision {precision}, {cfg.batch_size} instance(s) x {k} clips per process and step")
+    if source == "shards":
+        readers = world * max(1, cfg.num_workers)
+        print(f"data: {len(path)} shard(s), {readers} reader(s): {len(path) / readers:.2f} shard(s) per reader")
+    else:
+        print(f"data: {source} {path or ''}")
+    with torch.device("meta"):
+        scores = PairScores(SyncClassifier(cfg.model))
+    scores.to("meta").train()
+    s, n = cfg.model.spec, cfg.batch_size * k
+    try:
+        with torch.device("meta"):
+            mel = torch.zeros(n, 1, s.n_mels, s.mel_frames)
+            video = torch.zeros(n, 3, s.num_frames, s.image_size, s.image_size)
+            act = saved_activation_bytes(lambda: scores(mel, video, cfg.batch_size, k, False).sum())
+    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
+        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
+        act = None
+    est = estimate(scores, precision, False, act)
+    print(f"memory per GPU ({cfg.preset}, {n} clips, {precision}):")
+    print(format_estimate(est))
+    return {"memory": est}
+
+
+# settings that may differ when a run is resumed (the rest must be the checkpoint's)
+RESUME_MAY_CHANGE = {"steps", "max_minutes", "num_workers", "threads", "device", "eval_every", "log_every", "save_every",
+                     "eval_videos", "shuffle_buffer", "keep_last", "trackers"}
 
 
 def main(argv=None) -> int:

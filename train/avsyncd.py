@@ -2,8 +2,9 @@
 
 One small linear loop: shards -> 2 s clips (12 frames at 6 fps) -> frozen VAE / CLIP text / ImageBind audio
 encoders -> DDPM epsilon loss on frames 2..12 of the AVSyncD UNet (only its added layers train) -> Adam(W).
-Runs on one device or under `accelerate launch`; checkpoints every `save_every` steps hold the trainable
-weights and the optimizer (resume with `resume=latest`), and the run ends with a complete UNet folder
+The loop is the project's training engine (train.engine; one device, `accelerate launch` or torchrun):
+checkpoints every `save_every` steps (and on SIGTERM / SIGUSR1) hold the trainable weights, optimizer,
+schedule and random states (resume with `resume=latest`), and the run ends with a complete UNet folder
 (`final/unet`, diffusers `save_pretrained`) plus `final/avsyncd.json`, which the sampler reads.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,8 +48,26 @@ class TrainConfig:
     weight_decay: float = 0.01
     """AdamW weight decay (the authors' config: 1e-2; 0 gives the paper's plain Adam)."""
     max_grad_norm: float = 1.0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_checkpointing: bool = False
+    mixed_precision: Literal["", "no", "fp16", "bf16"] = ""
+    """"" (default): `accelerate launch --mixed_precision`, else bf16 on a GPU, no on the CPU."""
+    gradient_checkpointing: bool = True
+    """Recompute the UNet blocks' activations in the backward pass (they hold the trainable layers)."""
+    lr_scheduler: str = "constant_with_warmup"
+    """diffusers schedule: constant_with_warmup, constant, cosine or linear."""
+    lr_warmup_steps: int = 0
+    ema: bool = False
+    """Keep an EMA of the trainable weights (ema.safetensors in each checkpoint; the paper uses none)."""
+    ema_decay: float = 0.9999
+    keep_last: int = 3
+    """Checkpoints kept (the newest N; 0: all); milestones too."""
+    milestone_every: int = 10000
+    validate_every: int = 0
+    """Every N steps: the loss of `validate_count` fixed clips at fixed noise (val/loss) and a sample from each
+    into out_dir/samples/ (mp4 + wav) and the trackers (0: off)."""
+    validate_count: int = 2
+    trackers: str = "tensorboard"
+    """Trackers through accelerate, comma-separated: tensorboard, wandb, none."""
+    max_nonfinite: int = 20
     height: int = 256
     width: int = 256
     """Frame size (GreatestHits: height=128 width=256)."""
@@ -88,6 +106,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
     p.add_argument("--out-dir", help="run folder (checkpoints, final/)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--print-params", action="store_true", help="print the paper-size parameter table (meta device) and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the settings, data plan and a per-GPU memory estimate, and exit")
     cli.add_config_arguments(p, example="lr=5e-5")
     a = p.parse_args(argv)
     if a.help_config:
@@ -99,22 +118,9 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
 
 
 def checkpoints(out_dir: str | Path) -> list[Path]:
-    return sorted(Path(out_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    from train.checkpointing import list_checkpoints
 
-
-def save_checkpoint(path: Path, unet, opt, step: int, cfg: TrainConfig) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().cpu() for k, v in unet.trainable_state_dict().items()}, str(tmp / "unet_trainable.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "config": to_dict(cfg)}, indent=1))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    tmp.rename(path)
+    return list_checkpoints(out_dir)
 
 
 def resume_from(cfg: TrainConfig) -> Path | None:
@@ -153,109 +159,182 @@ def print_param_table() -> dict:
     return rows
 
 
+def engine_settings(cfg: TrainConfig):
+    from train.engine import EngineSettings
+
+    return EngineSettings(
+        out_dir=cfg.out_dir, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler=cfg.lr_scheduler,
+        lr_warmup_steps=cfg.lr_warmup_steps, grad_accum=cfg.grad_accum, grad_clip=cfg.max_grad_norm,
+        mixed_precision=cfg.mixed_precision or None, ema=cfg.ema, ema_decay=cfg.ema_decay, save_every=cfg.save_every,
+        keep_last=cfg.keep_last, milestone_every=cfg.milestone_every, log_every=cfg.log_every,
+        validate_every=cfg.validate_every, max_nonfinite=cfg.max_nonfinite,
+        trackers=tuple(t.strip() for t in cfg.trackers.split(",")), seed=cfg.seed, progress=cfg.progress, name="avsyncd")
+
+
+RESUME_MAY_CHANGE = {"shards", "sd", "imagebind", "init_unet", "gradient_checkpointing", "milestone_every", "shuffle",
+                     "limit_clips"}
+
+
 def train(cfg: TrainConfig) -> dict:
     """The training run; returns the loss history, the final folder and the live model and parts."""
     urls = cli.resolve_files(cfg.shards, what="shards")
     world_batch = cfg.batch_size
-    from accelerate import Accelerator
-    from tqdm import tqdm
-
     from train.avsyncd_data import AVSyncDClipSpec, AVSyncDClips, collate
     from train.avsyncd_diffusion import train_scheduler, training_loss
+    from train.engine import Engine, ResumeMismatch
     from train.models.avsyncd import segment_audio_tokens
 
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
-    per = world_batch // (acc.num_processes * cfg.grad_accum)
-    if per < 1 or per * acc.num_processes * cfg.grad_accum != world_batch:
-        raise cli.UsageError(f"batch_size={world_batch} is not divisible by {acc.num_processes} processes x "
+    eng = Engine(engine_settings(cfg), run_config=to_dict(cfg), may_change=RESUME_MAY_CHANGE)
+    per = world_batch // (eng.world * cfg.grad_accum)
+    if per < 1 or per * eng.world * cfg.grad_accum != world_batch:
+        raise cli.UsageError(f"batch_size={world_batch} is not divisible by {eng.world} processes x "
                              f"grad_accum={cfg.grad_accum}")
     from train.data import too_few_samples
 
-    short = too_few_samples(urls, acc.num_processes, cfg.num_workers)
+    short = too_few_samples(urls, eng.world, cfg.num_workers)
     if short:
         raise cli.UsageError(short)
-    torch.manual_seed(cfg.seed + acc.process_index)
-    parts = build_parts(cfg)
-    if parts.random_weights and acc.is_main_process:
+    torch.manual_seed(cfg.seed + eng.rank)
+    with eng.local_main_first():  # hub downloads / toy parts: once per node
+        parts = build_parts(cfg)
+    if parts.random_weights and eng.is_main:
         log.warning("RANDOM-INIT weights (%s): this run checks the pipeline; its samples are noise", parts.sources["sd"])
     unet = parts.unet
     unet.set_trainable()
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
-    parts.frozen_to(acc.device, wdtype if acc.device.type == "cuda" else torch.float32)
-    params = [p for p in unet.parameters() if p.requires_grad]
-    n_train = sum(p.numel() for p in params)
-    log.info("AVSyncD UNet: %.2fM trainable / %.2fM params", n_train / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6)
+    parts.frozen_to(eng.device, eng.compute_dtype if eng.device.type == "cuda" else torch.float32)
+    n_train = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    log.info("AVSyncD UNet: %.2fM trainable / %.2fM params, precision %s", n_train / 1e6,
+             sum(p.numel() for p in unet.parameters()) / 1e6, eng.precision)
+    eng.setup(unet, weights=lambda raw: raw.trainable_state_dict(), weights_file="unet_trainable.safetensors")
+    try:
+        eng.resume(resume_from(cfg))
+    except ResumeMismatch as e:
+        raise cli.UsageError(str(e)) from None
+    start = eng.step
 
     spec = AVSyncDClipSpec(duration=cfg.duration, fps=cfg.fps, height=cfg.height, width=cfg.width)
     ds = AVSyncDClips(urls, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed,
-                      rank=acc.process_index, world_size=acc.num_processes, hflip=cfg.hflip,
+                      rank=eng.rank, world_size=eng.world, hflip=cfg.hflip,
                       random_window=cfg.random_window, limit=cfg.limit_clips)
     loader = torch.utils.data.DataLoader(ds, batch_size=per, collate_fn=collate, num_workers=cfg.num_workers)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    unet, opt = acc.prepare(unet, opt)
-    raw = acc.unwrap_model(unet)
-    step = 0
-    ck = resume_from(cfg)
-    if ck is not None:
-        from safetensors.torch import load_file
-
-        missing, unexpected = raw.load_state_dict(load_file(str(ck / "unet_trainable.safetensors")), strict=False)
-        if unexpected:
-            raise cli.UsageError(f"checkpoint {str(ck)!r} does not fit this model: {unexpected[:3]}")
-        opt.load_state_dict(torch.load(ck / "optimizer.pt", map_location=acc.device, weights_only=False))
-        step = json.loads((ck / "state.json").read_text())["step"]
-        log.info("resumed from %s at step %d", ck, step)
-
     scheduler = train_scheduler(cfg.diffusion)
     with torch.no_grad():
-        null_mel = torch.zeros(1, 1, 128, spec.mel.mel_frames, device=acc.device)
+        null_mel = torch.zeros(1, 1, 128, spec.mel.mel_frames, device=eng.device)
         null_audio = segment_audio_tokens(parts.encode_audio(null_mel), spec.num_frames)
-    gen = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + acc.process_index + step)
-    history: list[dict] = []
-    pbar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and acc.is_main_process), desc="avsyncd")
-    t0, last = time.time(), step
-    data = iter(loader)
-    unet.train()
-    while step < cfg.steps:
-        for _ in range(cfg.grad_accum):
-            batch = next(data)
-            with torch.no_grad():
-                latents = parts.encode_frames(batch["video"].to(acc.device), gen)
-                text = parts.encode_text(batch["label"]).float()
-                audio = segment_audio_tokens(parts.encode_audio(batch["mel"].to(acc.device)), spec.num_frames)
-            with acc.accumulate(unet), acc.autocast():
-                out = training_loss(unet, latents, text, audio, null_audio, scheduler, cfg.diffusion.null_audio_prob, gen)
-                acc.backward(out["loss"])
-                if acc.sync_gradients and cfg.max_grad_norm:
-                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        step += 1
-        pbar.update(1)
-        rec = {"step": step, "loss": out["loss"].item()}
-        history.append(rec)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.time() - t0
-            rec["steps_per_s"] = (step - last) / max(dt, 1e-9)
-            t0, last = time.time(), step
-            if acc.is_main_process:
-                log.info("step %d loss %.4f %.2f steps/s", step, rec["loss"], rec["steps_per_s"])
-        if acc.is_main_process and (step % cfg.save_every == 0 or step == cfg.steps):
-            save_checkpoint(Path(cfg.out_dir) / f"checkpoint-{step:06d}", raw, opt, step, cfg)
-    pbar.close()
-    acc.wait_for_everyone()
+
+    def loss_fn(batch: dict, step: int) -> dict:
+        gen = eng.gen
+        with torch.no_grad():
+            latents = parts.encode_frames(batch["video"].to(eng.device), gen)
+            text = parts.encode_text(batch["label"]).float()
+            audio = segment_audio_tokens(parts.encode_audio(batch["mel"].to(eng.device)), spec.num_frames)
+        with eng.autocast():
+            out = training_loss(eng.model, latents, text, audio, null_audio, scheduler, cfg.diffusion.null_audio_prob, gen)
+        return {"loss": out["loss"]}
+
+    validate = validation_fn(eng, parts, ds, spec, null_audio, cfg) if cfg.validate_every and eng.is_main else None
+    r = eng.fit(iter(loader), loss_fn, validate)
+    raw = eng.raw
     final = Path(cfg.out_dir) / "final"
-    if acc.is_main_process:
+    if eng.is_main and not r["interrupted"]:
         raw.save_pretrained(str(final / "unet"))
         (final / "avsyncd.json").write_text(json.dumps({
             "sd": parts.sources["sd"], "imagebind": parts.sources["imagebind"], "preset": cfg.preset,
-            "random_weights": parts.random_weights, "step": step, "height": cfg.height, "width": cfg.width,
+            "random_weights": parts.random_weights, "step": eng.step, "height": cfg.height, "width": cfg.width,
             "fps": cfg.fps, "duration": cfg.duration, "diffusion": to_dict(cfg.diffusion)}, indent=1))
         print(f"saved to {final}")
+    history = [h for h in r["history"] if h["step"] > start]
     return {"history": history, "final": str(final), "random_weights": parts.random_weights, "unet": raw,
-            "parts": parts, "null_audio": null_audio, "spec": spec}
+            "parts": parts, "null_audio": null_audio, "spec": spec, "interrupted": r["interrupted"]}
+
+
+def validation_fn(eng, parts, ds, spec, null_audio, cfg: TrainConfig):
+    """Validation on the first `validate_count` clips (fixed): their loss at fixed noise and timesteps
+    (val/loss), and a sample from each clip's first frame, audio and label (`diffusion.sample_steps` steps)
+    written to out_dir/samples/step-N/valI.mp4 (with the conditioning audio) and .wav."""
+    import numpy as np
+
+    from curate.media import encode_mp4
+    from train.avsyncd_data import collate
+    from train.avsyncd_diffusion import sample, sample_scheduler, train_scheduler, training_loss
+    from train.models.avsyncd import segment_audio_tokens
+
+    clips = []
+    for c in ds.iter_reader(0, 1):
+        clips.append(c)
+        if len(clips) >= cfg.validate_count:
+            break
+    batch = collate(clips)
+    scheduler = train_scheduler(cfg.diffusion)
+
+    def validate(step: int) -> dict:
+        import soundfile as sf
+
+        g = torch.Generator(device=eng.device).manual_seed(1234)
+        latents = parts.encode_frames(batch["video"].to(eng.device), g)
+        text = parts.encode_text(batch["label"]).float()
+        audio = segment_audio_tokens(parts.encode_audio(batch["mel"].to(eng.device)), spec.num_frames)
+        out = training_loss(eng.raw, latents, text, audio, null_audio, scheduler, 0.0, g)
+        lat = sample(eng.raw, latents[:, 0], text, audio, null_audio, sample_scheduler(cfg.diffusion), spec.num_frames,
+                     cfg.diffusion.sample_steps, cfg.diffusion.guidance, g)
+        frames = (parts.decode_latents(lat).permute(0, 1, 3, 4, 2).cpu().numpy() * 255).round().astype(np.uint8)
+        folder = Path(cfg.out_dir) / "samples" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files, audio_out, imgs = [], {}, {}
+        for i in range(frames.shape[0]):
+            wave = batch["wave"][i].numpy().astype(np.float32)
+            (folder / f"val{i}.mp4").write_bytes(encode_mp4(frames[i], spec.fps, wave, spec.audio_rate))
+            sf.write(folder / f"val{i}.wav", wave, spec.audio_rate)
+            files += [folder / f"val{i}.mp4", folder / f"val{i}.wav"]
+            audio_out[f"val{i}"] = (wave, spec.audio_rate)
+            imgs[f"val{i}"] = np.concatenate(list(frames[i][:: max(1, frames.shape[1] // 4)]), axis=1)
+        return {"metrics": {"loss": float(out["loss"])}, "files": files, "audio": audio_out, "images": imgs}
+
+    return validate
+
+
+def dry_run(cfg: TrainConfig) -> dict:
+    """Resolved settings, data plan and a per-GPU memory estimate (UNet on the meta device; the frozen VAE,
+    CLIP text and ImageBind encoders are not included)."""
+    import os
+
+    from train.memory import estimate, format_estimate, saved_activation_bytes
+    from train.models.avsyncd import PRESETS, build_unet
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    per = max(1, cfg.batch_size // (world * cfg.grad_accum))
+    print("settings:", json.dumps(to_dict(cfg), default=str))
+    print(f"processes {world}, precision {precision}, {per} clip(s) per process and micro-batch, gradient "
+          f"checkpointing {cfg.gradient_checkpointing}")
+    if cfg.shards:
+        n = len(cli.resolve_files(cfg.shards, what="shards"))
+        readers = world * max(1, cfg.num_workers)
+        print(f"data: {n} shard(s), {readers} reader(s): {n / readers:.2f} shard(s) per reader")
+    unet = build_unet(cfg.preset, device="meta")
+    unet.to("meta")
+    unet.set_trainable()
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    f = round(cfg.duration * cfg.fps)
+    p = PRESETS[cfg.preset]
+    dev = torch.device("meta")
+    try:
+        with torch.device("meta"):
+            x = torch.zeros(per, f, 4, cfg.height // 8, cfg.width // 8, device=dev)
+            text = torch.zeros(per, 77, p["cross_attention_dim"], device=dev)
+            audio = torch.zeros(per, f, 1 + 12 * 2, p["audio_cross_attention_dim"], device=dev)
+            act = saved_activation_bytes(lambda: unet(x, torch.zeros(per, dtype=torch.long, device=dev), text, audio).sample.mean())
+    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
+        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
+        act = None
+    est = estimate(unet, precision, cfg.ema, act)
+    print(f"memory per GPU (UNet only; batch {per}, {precision}):")
+    print(format_estimate(est))
+    return {"memory": est}
 
 
 def main(argv=None) -> int:
@@ -265,6 +344,9 @@ def main(argv=None) -> int:
         cli.setup_logging()
         if args.print_params:
             print_param_table()
+            return 0
+        if args.dry_run:
+            dry_run(cfg)
             return 0
         train(cfg)
         return 0

@@ -5,11 +5,11 @@ r"""Train JointDiT on curated shards (or cached latents), on one process or many
         --video-model stabilityai/stable-video-diffusion-img2vid --audio-model cvssp/audioldm2 \
         --mixed-precision bf16 --gradient-checkpointing
     torchrun --nproc_per_node 8 -m train.jointdit --config my.yaml --resume latest
-    python -m train.jointdit --preset paper --dry-run --print-params   # meta device, no download
+    python -m train.jointdit --preset paper --dry-run   # settings, data plan, per-GPU memory (meta device)
 
-Every process reads its own part of the shards (each DataLoader worker its own part of that), keeps an EMA
-of the trainable weights, follows a warm-up + schedule of the learning rate, and can accumulate gradients;
-checkpoints hold everything `--resume` needs to continue exactly where the run stopped.
+Every process reads its own part of the shards (each DataLoader worker its own part of that). The loop is
+the shared training engine (train.engine): EMA, warm-up + schedule, accumulation, NaN guard, trackers,
+validation samples, checkpoints with retention, also on SIGTERM / SIGUSR1, and a strict `--resume`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import json
 import logging
 import os
 import random
-import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+
+from train.checkpointing import latest_checkpoint  # noqa: F401  (the sampler and tests use it from here)
+from train.engine import EMA  # noqa: F401  (bench)
 
 log = logging.getLogger("train.jointdit")
 
@@ -78,10 +79,11 @@ class TrainConfig:
     """Noise added to the conditioning image latent (SVD's noise augmentation)."""
     motion_bucket_id: int = 127
     """SVD motion bucket id passed as an added time id."""
-    mixed_precision: str = "no"
-    """accelerate mixed precision: no, fp16 or bf16."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass (less memory, more time)."""
+    mixed_precision: str | None = None
+    """no, fp16 or bf16; unset: `accelerate launch --mixed_precision`, else bf16 on a GPU, no on the CPU."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations of the experts' blocks (incl. SVD's trainable temporal blocks) in the backward
+    pass (less memory, ~30 % more time); unset: on for the paper preset."""
     grad_clip: float = 1.0
     """Clip the gradient norm to this value (0: off)."""
     shuffle: int = 64
@@ -91,7 +93,22 @@ class TrainConfig:
     log_every: int = 10
     """Log loss and steps/s every N steps."""
     save_every: int = 1000
-    """Write a checkpoint every N steps (and at the end)."""
+    """Write a checkpoint every N steps (and at the end, and on SIGTERM / SIGUSR1)."""
+    keep_last: int = 3
+    """Keep the newest N checkpoints (0: all); milestones are kept too."""
+    milestone_every: int = 10000
+    """Checkpoints at multiples of this step are never pruned (0: none)."""
+    validate_every: int = 0
+    """Every N steps sample the fixed validation conditions (first frames of the first clips) into
+    out_dir/samples/ (mp4 + wav) and the trackers (0: off)."""
+    validate_steps: int = 25
+    """Sampling steps of the validation samples."""
+    validate_count: int = 2
+    """Validation conditions (first frames of the first clips)."""
+    trackers: str = "tensorboard"
+    """Trackers through accelerate, comma-separated: tensorboard, wandb, none."""
+    max_nonfinite: int = 20
+    """Stop with an error after this many updates skipped for a NaN/inf gradient."""
     seed: int = 0
     """Random seed (each process adds its rank)."""
     resume: str | None = None
@@ -153,7 +170,7 @@ def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
         default = PRESET_DEFAULTS["tiny"].get(f.name, f.default) if f.default is None else f.default
         text = docs.get(f.name, f"setting `{f.name}`")
         text = f"{text} (default: {'per preset' if f.name in PRESET_DEFAULTS['tiny'] else default})"
-        if f.type in ("bool",) or isinstance(f.default, bool):
+        if str(f.type).startswith("bool") or isinstance(f.default, bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text.replace("%", "%%"))
         else:
             typ = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
@@ -230,107 +247,6 @@ def diffusion_config(cfg: TrainConfig):
                            timestep_gamma=cfg.timestep_gamma, independent_timesteps=cfg.independent_timesteps)
 
 
-class EMA:
-    """Exponential moving average of the trainable weights, kept in float32 beside the model."""
-
-    def __init__(self, params: dict[str, torch.Tensor], decay: float):
-        self.decay, self.num_updates = decay, 0
-        self.shadow = {k: p.detach().float().clone() for k, p in params.items()}
-
-    @torch.no_grad()
-    def update(self, params: dict[str, torch.Tensor]) -> None:
-        self.num_updates += 1
-        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        keys = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[k] for k in keys], [params[k].detach().float() for k in keys], 1.0 - d)
-
-
-# ------------------------------------------------------------------------------------- checkpoints
-
-CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)$")
-
-
-def optimizer_to_safetensors(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """An optimizer state dict as flat tensors + JSON (no pickle in checkpoints)."""
-    tensors, other = {}, {}
-    for pid, st in sd["state"].items():
-        for name, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{pid}.{name}"] = v.detach().cpu().contiguous()
-            else:
-                other[f"{pid}.{name}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "other": other}
-
-
-def optimizer_from_safetensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict = {}
-    for key, v in list(tensors.items()) + list(meta["other"].items()):
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    """Python, numpy, torch (CPU, CUDA) and the training generator's states, as JSON."""
-    ver, mt, gauss = random.getstate()
-    np_state = np.random.get_state()
-    out = {"python": [ver, list(mt), gauss], "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-           "torch": torch.get_rng_state().tolist(), "generator": generator.get_state().tolist()}
-    if torch.cuda.is_available():
-        out["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return out
-
-
-def set_rng_state(st: dict, generator: torch.Generator) -> None:
-    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
-    n = st["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
-    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    generator.set_state(torch.tensor(st["generator"], dtype=torch.uint8))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
-
-
-def save_checkpoint(path: Path, acc, model, optimizer, scheduler, ema: EMA | None, generator, state: dict) -> Path:
-    """Write checkpoint folder `path` from every process (call on all of them): trainable weights, EMA
-    (safetensors), JointDiT config, optimizer (safetensors + JSON), schedule and run state (state.json), each
-    process's random states (rng-rank{r}.json). Written under a temporary name and renamed, so
-    `latest_checkpoint` never picks up a half-written one."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    if acc.is_main_process:
-        tmp.mkdir(parents=True, exist_ok=True)
-    acc.wait_for_everyone()
-    (tmp / f"rng-rank{acc.process_index}.json").write_text(json.dumps(rng_state(generator)))
-    if acc.is_main_process:
-        names = set(model.trainable_parameter_names())
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k in names}
-        save_file(sd, str(tmp / "jointdit_trainable.safetensors"))
-        if ema is not None:
-            save_file({k: v.cpu().contiguous() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-        model.save_config(tmp)
-        tensors, meta = optimizer_to_safetensors(optimizer.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(meta))
-        state = dict(state, scheduler=scheduler.state_dict(), ema_updates=ema.num_updates if ema else None)
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if path.exists():
-            import shutil
-
-            shutil.rmtree(path)
-        tmp.rename(path)
-    acc.wait_for_everyone()
-    return path
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    cks = sorted(p for p in Path(out_dir).glob("checkpoint-*") if p.is_dir() and CHECKPOINT_RE.search(p.name))
-    return cks[-1] if cks else None
-
-
 def checkpoint_diffusion(state: dict):
     """The DiffusionConfig a checkpoint was trained with (older checkpoints: from their train_config)."""
     from train.diffusion import DiffusionConfig
@@ -344,7 +260,7 @@ def checkpoint_diffusion(state: dict):
 
 
 def load_checkpoint(path: str | Path, dtype=torch.float32, ema: bool = True):
-    """(JointDiT, FrozenParts, state) from a checkpoint folder written by `save_checkpoint`; with `ema` the
+    """(JointDiT, FrozenParts, state) from a checkpoint folder written by the training engine; with `ema` the
     EMA weights when the checkpoint has them (state['weights'] says which were loaded)."""
     from safetensors.torch import load_file
 
@@ -358,10 +274,16 @@ def load_checkpoint(path: str | Path, dtype=torch.float32, ema: bool = True):
     model = JointDiT.from_experts(vunet, aunet, **JointDiT.options_from_config(jcfg))
     use_ema = ema and (path / "ema.safetensors").exists()
     sd = load_file(str(path / ("ema.safetensors" if use_ema else "jointdit_trainable.safetensors")))
-    missing = set(sd) - set(model.state_dict())
-    if missing:
-        raise KeyError(f"checkpoint has unknown parameters: {sorted(missing)[:5]}")
-    model.load_state_dict(sd, strict=False)
+    from train.engine import weight_mismatch
+
+    names = set(model.trainable_parameter_names())
+    want = {k: v for k, v in model.state_dict().items() if k in names}
+    bad = weight_mismatch(sd, want)
+    if bad:
+        raise KeyError(f"{path}: its weights do not fit the model its config.json describes: {'; '.join(bad)}")
+    with torch.no_grad():
+        for k, v in sd.items():
+            want[k].copy_(v)
     state["weights"] = "ema" if use_ema else "trainable"
     return (model if dtype == torch.float32 else model.to(dtype)), frozen, state
 
@@ -417,6 +339,108 @@ def cli(argv=None) -> int:
     return run_main(body)
 
 
+def engine_settings(cfg: TrainConfig):
+    from train.engine import EngineSettings
+
+    return EngineSettings(
+        out_dir=cfg.out_dir, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler=cfg.lr_scheduler,
+        lr_warmup_steps=cfg.lr_warmup_steps, grad_accum=cfg.gradient_accumulation_steps, grad_clip=cfg.grad_clip,
+        mixed_precision=cfg.mixed_precision, ema=cfg.ema, ema_decay=cfg.ema_decay, save_every=cfg.save_every,
+        keep_last=cfg.keep_last, milestone_every=cfg.milestone_every, log_every=cfg.log_every,
+        validate_every=cfg.validate_every, max_nonfinite=cfg.max_nonfinite,
+        trackers=tuple(t.strip() for t in cfg.trackers.split(",")), seed=cfg.seed, progress=cfg.progress, name="jointdit")
+
+
+# settings that may differ on resume (the rest must match the checkpoint's)
+RESUME_MAY_CHANGE = {"shards", "latents", "video_model", "audio_model", "log_sample_keys", "gradient_checkpointing",
+                     "milestone_every", "validate_steps", "validate_count", "shuffle"}
+
+
+def dry_run(cfg: TrainConfig, eng=None) -> dict:
+    """Resolved settings, data plan and a per-GPU memory estimate (meta device for the paper preset)."""
+    from train.data import ClipSpec
+    from train.memory import estimate, format_estimate, saved_activation_bytes
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    print("settings:", json.dumps(asdict(cfg), default=str))
+    print(f"processes {world}, precision {precision}, gradient checkpointing {cfg.gradient_checkpointing}, "
+          f"clips per update {cfg.batch_size * cfg.gradient_accumulation_steps * world}")
+    src = cfg.latents or cfg.shards
+    if src:
+        from common.cli import resolve_files
+
+        n = len(resolve_files(src, what="shards"))
+        readers = world * max(1, cfg.num_workers)
+        print(f"data: {n} shard(s), {readers} reader(s) ({world} process(es) x {max(1, cfg.num_workers)} worker(s)): "
+              f"{n / readers:.2f} shard(s) per reader" + ("  (fewer shards than readers)" if n < readers else ""))
+    else:
+        print("data: no --shards / --latents given")
+    from train.diffusion import Condition, JointDiffusion
+    from train.experts import FrozenParts, audio_unet_self_attention_only_meta, build_from_configs, build_jointdit
+
+    with torch.device("meta"):
+        m = build_from_configs(cfg.preset)
+        frozen = FrozenParts(m["svd_vae"], m["clip_vision"], m["audioldm2_vae"], m["audioldm2_vocoder"])
+        model = build_jointdit(m["svd_unet"], audio_unet_self_attention_only_meta(m["audioldm2_unet"]), frozen,
+                               cfg.preset, use_joint_blocks=cfg.use_joint_blocks, joint_attention=cfg.joint_attention,
+                               cmc_pe=cfg.cmc_pe, **cfg.joint)
+    model.to("meta")  # a few parameters (torch.Tensor([...]) in diffusers' blenders) ignore the device context
+    model.set_trainable()
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    spec = ClipSpec(height=cfg.height, width=cfg.width)
+    b, dev = cfg.batch_size, torch.device("meta")
+    vf = 2 ** (len(frozen.video_vae.config.block_out_channels) - 1)
+    af = 2 ** (len(frozen.audio_vae.config.block_out_channels) - 1)
+    v0 = torch.zeros(b, spec.num_frames, frozen.video_vae.config.latent_channels, cfg.height // vf, cfg.width // vf, device=dev)
+    a0 = torch.zeros(b, model.audio_unet.config.in_channels, spec.mel_frames // af, spec.n_mels // af, device=dev)
+    cond = Condition(torch.zeros(b, v0.shape[2], v0.shape[3], v0.shape[4], device=dev),
+                     torch.zeros(b, 1, frozen.clip_dim, device=dev), added_time_ids(b, spec.fps, 127, 0.02, dev))
+    diffusion = JointDiffusion(diffusion_config(cfg))
+    model.train()
+    try:
+        with torch.device("meta"):  # tensors the blocks create on the fly go to the meta device too
+            act = saved_activation_bytes(lambda: diffusion.training_losses(
+            model, v0, a0, cond, t_uni=torch.full((b,), 0.5, device=dev), noise_v=torch.zeros_like(v0),
+                noise_a=torch.zeros_like(a0)))
+    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
+        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
+        act = None
+    est = estimate(model, precision, cfg.ema, act)
+    fz = sum(p.numel() for mod in (frozen.video_vae, frozen.image_encoder, frozen.audio_vae, frozen.vocoder)
+             for p in mod.parameters()) * (2 if precision in ("bf16", "fp16") else 4) / 1024 ** 3
+    print(f"memory per GPU (batch {b}, {precision}, gradient checkpointing {bool(cfg.gradient_checkpointing)}, "
+          f"{est['trainable_params'] / 1e6:.1f}M trainable / {est['frozen_params'] / 1e6:.1f}M frozen in JointDiT):")
+    print(format_estimate(est, extra_frozen_gib=fz))
+    return {"memory": est, "frozen_gib": fz}
+
+
+def validation_fn(eng, frozen, images: torch.Tensor, cfg: TrainConfig, spec, diffusion_cfg):
+    """Sample the fixed validation conditions with the live weights: mp4 + wav in out_dir/samples/."""
+    from curate.media import encode_mp4
+    from train.sample_jointdit import generate
+
+    def validate(step: int) -> dict:
+        import soundfile as sf
+
+        frames, wav = generate(eng.raw, frozen, images, spec, steps=cfg.validate_steps, seed=cfg.seed,
+                               motion_bucket_id=cfg.motion_bucket_id, noise_aug=cfg.noise_aug, diffusion=diffusion_cfg)
+        folder = Path(cfg.out_dir) / "samples" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files, audio, imgs = [], {}, {}
+        for i in range(frames.shape[0]):
+            w = np.clip(wav[i], -1, 1)
+            (folder / f"val{i}.mp4").write_bytes(encode_mp4(frames[i], spec.fps, w, spec.audio_rate))
+            sf.write(folder / f"val{i}.wav", w, spec.audio_rate)
+            files += [folder / f"val{i}.mp4", folder / f"val{i}.wav"]
+            audio[f"val{i}"] = (w, spec.audio_rate)
+            imgs[f"val{i}"] = np.concatenate(list(frames[i][:: max(1, frames.shape[1] // 4)]), axis=1)
+        return {"files": files, "audio": audio, "images": imgs, "metrics": {}}
+
+    return validate
+
+
 def main(argv=None) -> dict:
     cfg, args = parse_args(argv)
     from common.cli import settings_help, setup_logging
@@ -425,148 +449,92 @@ def main(argv=None) -> dict:
     if args.help_config:
         print(settings_help(TrainConfig))
         return {}
+    if cfg.gradient_checkpointing is None:
+        cfg = dataclasses.replace(cfg, gradient_checkpointing=cfg.preset == "paper")
     check_inputs(cfg, args)
-    if args.print_params or (args.dry_run and cfg.preset == "paper"):
+    if args.print_params:
         counts = print_params(cfg.preset)
-        if args.dry_run:
+        if not args.dry_run:
             return {"params": counts}
-
-    from accelerate import Accelerator
-    from diffusers.optimization import get_scheduler
-    from safetensors.torch import load_file
-    from tqdm import tqdm
+    if args.dry_run:
+        return dry_run(cfg)
 
     from train.data import LatentClips, ShardClips, collate
     from train.diffusion import Condition, JointDiffusion
+    from train.engine import Engine, ResumeMismatch
     from train.experts import build_jointdit, is_random, load_experts
 
-    # torchrun without GPUs: accelerate only sets up its gloo process group when told to use the CPU
-    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                      cpu=cpu)
-    rank = acc.process_index
+    from common.cli import UsageError
+
+    eng = Engine(engine_settings(cfg), run_config=asdict(cfg), may_change=RESUME_MAY_CHANGE)
+    rank = eng.rank
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed + rank)
-    with acc.main_process_first():  # tiny stand-ins are written once, then read by every process
+    with eng.local_main_first():  # hub downloads / tiny stand-ins: once per node, the others read that copy
         experts = resolve_experts(cfg)
+        vunet, aunet, frozen = load_experts(*experts)
     random_weights = is_random(experts[0]) or is_random(experts[1])
-    if random_weights and acc.is_main_process:
+    if random_weights and eng.is_main:
         log.warning("RANDOM-INIT expert weights (%s, %s): this run checks the pipeline, its outputs are noise", *experts)
-    vunet, aunet, frozen = load_experts(*experts)
     options = dict(use_joint_blocks=cfg.use_joint_blocks, joint_attention=cfg.joint_attention, cmc_pe=cfg.cmc_pe)
     model = build_jointdit(vunet, aunet, frozen, cfg.preset, **{**options, **cfg.joint})
     model.set_trainable()
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
-    wdtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
-    place_frozen(frozen, acc.device, wdtype if acc.device.type == "cuda" else torch.float32)
+    place_frozen(frozen, eng.device, eng.compute_dtype if eng.device.type == "cuda" else torch.float32)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    if acc.is_main_process:
+    if eng.is_main:
         log.info("JointDiT: %d joint blocks, %.2fM trainable / %.2fM params; %d process(es) x %d DataLoader workers, "
-                 "%d clips per update", model.num_joint_blocks, n_train / 1e6,
-                 sum(p.numel() for p in model.parameters()) / 1e6, acc.num_processes, cfg.num_workers,
-                 cfg.batch_size * cfg.gradient_accumulation_steps * acc.num_processes)
-    if args.dry_run:
-        return {"trainable": n_train}
-
-    # model, optimizer, schedule (in optimizer updates), EMA
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
-    trainable = {n: p for n, p in raw.named_parameters() if p.requires_grad}
-    sched = get_scheduler(cfg.lr_scheduler, opt, num_warmup_steps=cfg.lr_warmup_steps, num_training_steps=cfg.steps)
-    ema = EMA(trainable, cfg.ema_decay) if cfg.ema else None
-    gen = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + rank)
-
-    # resume: weights, optimizer, schedule, EMA, data position (random states: below, after the loader)
-    step, consumed, rng_saved = 0, 0, None
-    ck = latest_checkpoint(cfg.out_dir) if cfg.resume == "latest" else Path(cfg.resume) if cfg.resume else None
-    if cfg.resume == "latest" and ck is None:
-        log.info("--resume latest: no checkpoint in %s, starting at step 0", cfg.out_dir)
-    if ck is not None:
-        st = json.loads((ck / "state.json").read_text())
-        raw.load_state_dict(load_file(str(ck / "jointdit_trainable.safetensors")), strict=False)
-        opt.load_state_dict(optimizer_from_safetensors(load_file(str(ck / "optimizer.safetensors")),
-                                                       json.loads((ck / "optimizer.json").read_text())))
-        sched.load_state_dict(st["scheduler"])
-        if ema is not None:
-            if (ck / "ema.safetensors").exists():
-                ema.shadow = {k: v.to(acc.device) for k, v in load_file(str(ck / "ema.safetensors")).items()}
-                ema.num_updates = st.get("ema_updates") or 0
-            else:
-                log.warning("%s has no EMA weights: the EMA starts from the resumed weights", ck)
-        step, consumed = st["step"], st.get("batches_consumed", 0)
-        layout = (acc.num_processes, cfg.num_workers, cfg.batch_size)
-        if tuple(st.get("data_layout", layout)) != layout:
-            log.warning("data layout (processes, workers, batch) %s differs from the checkpoint's %s: the data "
-                        "position is approximate", layout, st.get("data_layout"))
-        rng_file = ck / f"rng-rank{rank}.json"
-        rng_saved = json.loads(rng_file.read_text()) if rng_file.exists() else None
-        if acc.is_main_process:
-            log.info("resumed from %s at step %d (%d batches consumed per process)", ck, step, consumed)
+                 "%d clips per update, precision %s", model.num_joint_blocks, n_train / 1e6,
+                 sum(p.numel() for p in model.parameters()) / 1e6, eng.world, cfg.num_workers,
+                 cfg.batch_size * cfg.gradient_accumulation_steps * eng.world, eng.precision)
+    names = set(model.trainable_parameter_names())
+    eng.setup(model, weights=lambda raw: {k: v for k, v in raw.state_dict().items() if k in names},
+              weights_file="jointdit_trainable.safetensors", save_extra=lambda d: eng.raw.save_config(d))
+    diffusion = JointDiffusion(diffusion_config(cfg))
+    eng.extra_state = {"video_model": experts[0], "audio_model": experts[1], "preset": cfg.preset,
+                       "random_weights": random_weights, "train_config": asdict(cfg),
+                       "diffusion_config": asdict(diffusion.cfg),
+                       "data_layout": [eng.world, cfg.num_workers, cfg.batch_size]}
+    try:
+        eng.resume(eng.find_checkpoint(cfg.resume))
+    except ResumeMismatch as e:
+        raise UsageError(str(e)) from None
 
     spec = spec_for(cfg)
-    data_kw = dict(shuffle=cfg.shuffle, repeat=True, seed=cfg.seed, rank=rank, world_size=acc.num_processes,
-                   batch_size=cfg.batch_size, start_batches=consumed, log_dir=cfg.log_sample_keys)
+    data_kw = dict(shuffle=cfg.shuffle, repeat=True, seed=cfg.seed, rank=rank, world_size=eng.world,
+                   batch_size=cfg.batch_size, start_batches=eng.consumed, log_dir=cfg.log_sample_keys)
     ds = LatentClips(cfg.latents, **data_kw) if cfg.latents else ShardClips(cfg.shards, spec, **data_kw)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
     data = iter(loader)
-    if rng_saved is not None:  # after the loader drew its worker seed, as the uninterrupted run did
-        set_rng_state(rng_saved, gen)
-    diffusion = JointDiffusion(diffusion_config(cfg))
-    run_state = lambda: {"step": step, "batches_consumed": consumed, "video_model": experts[0],  # noqa: E731
-                         "audio_model": experts[1], "preset": cfg.preset, "random_weights": random_weights,
-                         "train_config": asdict(cfg), "diffusion_config": asdict(diffusion.cfg),
-                         "data_layout": [acc.num_processes, cfg.num_workers, cfg.batch_size]}
+    validate = None
+    if cfg.validate_every:
+        if cfg.latents:
+            log.warning("validate_every: latent shards hold no images to condition on; validation sampling is off")
+        else:  # the fixed conditions: first frames of the first clips of a separate, unshuffled reader
+            first = next(iter(ShardClips(cfg.shards, spec, shuffle=0, repeat=False)))
+            imgs = [first["video"][0]]
+            for clip in ShardClips(cfg.shards, spec, shuffle=0, repeat=False):
+                if len(imgs) >= cfg.validate_count:
+                    break
+                if clip is not first:
+                    imgs.append(clip["video"][0])
+            validate = validation_fn(eng, frozen, torch.stack(imgs[:cfg.validate_count]), cfg, spec, diffusion.cfg)
 
-    history: list[dict] = []
-    pbar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and acc.is_main_process), desc="jointdit")
-    t0, last = time.time(), step
-    model.train()
-    losses: list[dict] = []
-    while step < cfg.steps:
-        with acc.accumulate(model):
-            batch = next(data)
-            consumed += 1
-            batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            lat = batch if cfg.latents else encode_batch(frozen, batch, cfg, spec.fps, gen)
-            b = lat["video_latents"].shape[0]
-            cond = Condition(lat["image_latents"], lat["image_embeds"],
-                             added_time_ids(b, spec.fps, cfg.motion_bucket_id, cfg.noise_aug, acc.device)).drop(cfg.cond_drop, gen)
-            with acc.autocast():
-                out = diffusion.training_losses(model, lat["video_latents"], lat["audio_latents"], cond, generator=gen)
-            acc.backward(out["loss"])
-            if acc.sync_gradients and cfg.grad_clip:
-                acc.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        losses.append({k: out[k].item() for k in ("loss", "video", "audio")})
-        if not acc.sync_gradients:
-            continue
-        lr = opt.param_groups[0]["lr"]  # the rate this update used
-        sched.step()
-        if ema is not None:
-            ema.update(trainable)
-        step += 1
-        pbar.update(1)
-        rec = {"step": step, **{k: sum(x[k] for x in losses) / len(losses) for k in losses[0]}, "lr": lr}
-        losses = []
-        history.append(rec)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            dt = time.time() - t0
-            rec["steps_per_s"] = (step - last) / max(dt, 1e-9)
-            t0, last = time.time(), step
-            if acc.is_main_process:
-                log.info("step %d loss %.4f (video %.4f audio %.4f) lr %.3g %.2f steps/s", step, rec["loss"],
-                         rec["video"], rec["audio"], rec["lr"], rec["steps_per_s"])
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            save_checkpoint(Path(cfg.out_dir) / f"checkpoint-{step:06d}", acc, raw, opt, sched, ema, gen, run_state())
-    pbar.close()
-    acc.wait_for_everyone()
-    return {"history": history, "checkpoint": str(latest_checkpoint(cfg.out_dir)), "random_weights": random_weights,
-            "model": raw, "frozen": frozen, "ema": ema, "main_process": acc.is_main_process}
+    def loss_fn(batch: dict, step: int) -> dict:
+        gen = eng.gen
+        batch = {k: (v.to(eng.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        lat = batch if cfg.latents else encode_batch(frozen, batch, cfg, spec.fps, gen)
+        b = lat["video_latents"].shape[0]
+        cond = Condition(lat["image_latents"], lat["image_embeds"],
+                         added_time_ids(b, spec.fps, cfg.motion_bucket_id, cfg.noise_aug, eng.device)).drop(cfg.cond_drop, gen)
+        with eng.autocast():
+            return diffusion.training_losses(eng.model, lat["video_latents"], lat["audio_latents"], cond, generator=gen)
+
+    r = eng.fit(data, loss_fn, validate)
+    return {**r, "random_weights": random_weights, "model": eng.raw, "frozen": frozen, "ema": eng.ema,
+            "main_process": eng.is_main}
 
 
 if __name__ == "__main__":

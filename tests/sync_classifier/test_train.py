@@ -11,15 +11,19 @@ from sync_classifier.train import lr_at, main
 
 
 def _log(out):
-    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if '"eval"' not in x]
+
+
+def _state(out):
+    return json.loads((out / "train_state.json").read_text())
 
 
 def test_train_cli_tiny_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--preset", "tiny", "--steps", "2", "--out", str(out), "--no-progress", "--seed", "1"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith(f"to {out}")
-    assert {"config.json", "model.safetensors", "train_state.pt", "log.jsonl"} <= {p.name for p in out.iterdir()}
-    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert {"config.json", "model.safetensors", "train_state.json", "log.jsonl", "checkpoint-000002"} <= {p.name for p in out.iterdir()}
+    state = _state(out)
     assert state["step"] == 2 and state["config"]["preset"] == "tiny" and state["source"] == "synthetic"
     m2 = SyncClassifier.from_pretrained(out)
     assert m2.training_data == "synthetic"
@@ -28,8 +32,8 @@ def test_train_cli_tiny_then_resume(tmp_path, capsys):
     assert [r["step"] for r in recs] == [1, 2] and all({"loss", "acc_a2v", "acc_v2a", "steps_per_s", "stage", "lr"} <= r.keys() for r in recs)
 
     assert main(["--resume", str(out), "--steps", "3", "--no-progress"]) == 0
-    state = torch.load(out / "train_state.pt", weights_only=False)
-    assert state["step"] == 3 and len(state["optimizer"]["state"]) > 0
+    state = _state(out)
+    assert state["step"] == 3 and (out / "checkpoint-000003" / "optimizer.safetensors").is_file()
     assert [r["step"] for r in _log(out)] == [1, 2, 3]
     assert not torch.equal(SyncClassifier.from_pretrained(out).state_dict()["head.fc_in.weight"], w2)
     # the data settings of a run cannot change on resume
@@ -73,7 +77,7 @@ def test_train_cli_on_shards_with_config_file(tmp_path):
     rc = main(["--preset", "tiny", "--config", str(cfg), "--shards", str(tmp_path / "*.tar"), "--steps", "1", "--out", str(out),
                "--no-progress", "weight_decay=0.0"])
     assert rc == 0
-    state = torch.load(out / "train_state.pt", weights_only=False)
+    state = _state(out)
     assert state["source"] == "shards" and state["config"]["batch_size"] == 2 and state["config"]["lr"] == 0.0005
     assert state["config"]["weight_decay"] == 0.0
     m = SyncClassifier.from_pretrained(out)
@@ -94,7 +98,7 @@ def test_train_cli_on_video_folder_with_avid_init(tmp_path, tiny_cfg, caplog):
                    "--steps", "1", "--batch-size", "1", "--out", str(out), "--no-progress", "shuffle_buffer=1"])
     assert rc == 0
     assert any("AVID init: loaded %d" % len(avid) in r.getMessage() for r in caplog.records)
-    state = torch.load(out / "train_state.pt", weights_only=False)
+    state = _state(out)
     assert state["source"] == "videos" and state["step"] == 1
 
 
@@ -104,7 +108,7 @@ def test_train_cli_on_video_folder_with_avid_init(tmp_path, tiny_cfg, caplog):
     (["lr=fast"], "lr='fast': expected a number"),
     (["--videos", "/nonexistent/dir"], "is not a folder"),
     (["families=[motion, jumping]"], "unknown family 'jumping'"),
-    (["--resume", "/nonexistent/run"], "no train_state.pt"),
+    (["--resume", "/nonexistent/run"], "no train_state.json"),
     (["lr_schedule=cosin"], "lr_schedule='cosin': expected constant or cosine"),
     (["model.video_input=flow"], "model.video_input='flow': expected rgb or rgb_diff"),
     (["model.temporal_pool=max"], "model.temporal_pool='max': expected mean, keep or aligned"),
@@ -137,7 +141,7 @@ def test_accelerate_code_path_on_cpu(tmp_path, monkeypatch):
     assert main(["--preset", "tiny", "--steps", "2", "--out", str(out), "--no-progress", "grad_clip=1.0", "stage1_steps=1"]) == 0
     recs = _log(out)
     assert [r["stage"] for r in recs] == [1, 2]
-    assert torch.load(out / "train_state.pt", weights_only=False)["step"] == 2
+    assert _state(out)["step"] == 2
 
 
 def test_init_from_starts_from_a_checkpoint_and_rejects_weights_that_do_not_fit(tmp_path, capsys):
@@ -160,3 +164,12 @@ def test_init_from_starts_from_a_checkpoint_and_rejects_weights_that_do_not_fit(
     assert c.config.video_cells == 2 and all(torch.equal(a[k], c.state_dict()[k]) for k in a)
     assert main(["--preset", "tiny", "--out", str(tmp_path / "y"), "--init-from", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_run_of_the_old_pickle_format_is_refused_in_one_line(tmp_path, capsys):
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({"step": 1}, old / "train_state.pt")
+    assert main(["--resume", str(old), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "older trainer" in err[0] and "--init-from" in err[0]
