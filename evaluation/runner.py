@@ -236,15 +236,34 @@ def metric_variants(cfg: EvalConfig, protocol, models: Models) -> dict:
     out["av_align"] = av
     out["av_align_pr"] = {"peak_min_px": cfg.av_align.peak_min}
     out["av_align_star"] = {"floor": cfg.av_align.star_floor}
+    if models.scorer is not None:
+        cut = ("the authors' RelSync cut from the files (asva)" if models.scorer.preprocess == "asva"
+               else "this project's cut of the decoded clip (native)")
+        out["relsync"] = {"preprocess": models.scorer.preprocess, "clip": cut}
+        out["alignsync"]["relsync_preprocess"] = models.scorer.preprocess
     return out
 
 
-def _sync_cut(video, start, spec):
-    """The sync classifier's clip (its spec: 12 frames at 6 fps, 2 s of audio) from `start`."""
+def _sync_cut(video, start, scorer, source=None) -> dict:
+    """The sync classifier's clip (its spec: 12 frames at 6 fps, 2 s of audio) from `start`, as ClipInput
+    fields. Under the scorer's preprocess=asva (the authors' checkpoint) the clip is cut from the file itself
+    as their RelSync / AlignSync evaluation does (`sync_metrics.sync_inputs`: first frame at or after each
+    time, square crop, bilinear 256, bicubic 224; the audio frames of the span); `source` is the file (a
+    generated sample's path) or None for a reference segment (its encoded mp4 from the shard)."""
     from evaluation.protocols import cut
 
-    frames, audio, _ = cut(video, start, spec.fps, spec.num_frames, None)
-    return frames, audio
+    if getattr(scorer, "preprocess", "native") == "asva":
+        import io
+
+        from evaluation.sync_metrics import sync_inputs
+
+        src = source if source is not None else video.source.get("mp4_bytes")
+        if src is None:
+            raise ValueError("preprocess=asva needs the clip's file (no encoded mp4 with this reference segment)")
+        src = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
+        return {"sync_inputs": sync_inputs(src, start, scorer.spec)}
+    frames, audio, _ = cut(video, start, scorer.spec.fps, scorer.spec.num_frames, None)
+    return {"sync_frames": frames, "sync_audio": audio}
 
 
 def _kl_softmax(p_logits: np.ndarray, q_logits: np.ndarray) -> float:
@@ -333,14 +352,14 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         label = meta.get("label")
         for start in clip_starts(video.duration, protocol, rng):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
-            sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
-            ref_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
+            sync = _sync_cut(video, start, models.scorer) if use_sync else {}
+            ref_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, **sync),
                           lambda rec, key=key, start=start: ref_done(rec, key, start))
         for start in wanted.pop(key, ()):
             frames, audio, fps = cut(video, start, protocol.fps, protocol.num_frames, protocol.size)
             info = paired[(key, start)] = {"label": label, "first_frame": frames[0]}
-            sf, sa = _sync_cut(video, start, models.scorer.spec) if use_sync else (None, None)
-            pair_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, sf, sa),
+            sync = _sync_cut(video, start, models.scorer) if use_sync else {}
+            pair_batch.add(ClipInput(key, frames, audio, fps, video.audio_rate, label, None, **sync),
                            lambda rec, info=info: info.update({k: rec[k] for k in ("phi", "_ia_first", "_passt_logits") if k in rec}))
     ref_batch.flush()
     pair_batch.flush()
@@ -414,8 +433,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
         if image is None and ref is not None:
             image, image_source = ref["first_frame"], "reference first frame"
         row["label"], row["image_source"] = label, image_source
-        sf, sa = _sync_cut(video, 0.0, models.scorer.spec) if use_sync else (None, None)
-        gen_batch.add(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, sf, sa),
+        sync = _sync_cut(video, 0.0, models.scorer, str(it.path)) if use_sync else {}
+        gen_batch.add(ClipInput(it.key, frames, audio, fps, video.audio_rate, label, image, **sync),
                       lambda rec, row=row, ref=ref, skipped=skipped: finish(rec, row, ref, skipped))
     gen_batch.flush()
     gen_bar.close()

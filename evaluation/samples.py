@@ -102,6 +102,8 @@ def iter_reference_segments(shards: list[str], decode_cfg=None, failed: list[dic
                 except Exception as e:  # one bad segment never stops the run; it is recorded
                     fail(url, raw.get("__key__"), e)
                     continue
+                if raw.get("mp4") is not None:  # the encoded clip, for cuts that re-read the file (RelSync under asva)
+                    s.video.source["mp4_bytes"] = raw["mp4"]
                 yield s.key, s.video, s.meta
         except (tarfile.TarError, OSError, EOFError) as e:
             fail(url, None, e)

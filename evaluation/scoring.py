@@ -29,6 +29,9 @@ class ClipInput:
     sync_frames: np.ndarray | None = None
     """12 frames at 6 fps for the sync classifier"""
     sync_audio: np.ndarray | None = None
+    sync_inputs: tuple | None = None
+    """ready sync classifier inputs (video [3, T, H, W], mel [1, n_mels, frames]) when the scorer's preprocessing
+    cuts clips from the file itself (preprocess=asva, the authors' RelSync / AlignSync cut)"""
 
 
 @dataclass
@@ -87,6 +90,14 @@ def score_clips(clips: list[ClipInput], metrics: set[str], models, skip_first: b
             phi = models.scorer.phi(np.stack([clips[i].sync_audio for i in idx]), np.stack([clips[i].sync_frames for i in idx]),
                                     batch_size=models.batch_size)
             for i, p in zip(idx, phi):
+                recs[i]["phi"] = float(p)
+        ready = [i for i, c in enumerate(clips) if c.sync_inputs is not None]
+        if ready:
+            import torch
+
+            phi = models.scorer.phi_inputs(torch.stack([clips[i].sync_inputs[0] for i in ready]),
+                                           torch.stack([clips[i].sync_inputs[1] for i in ready]), batch_size=models.batch_size)
+            for i, p in zip(ready, phi):
                 recs[i]["phi"] = float(p)
     return recs
 

@@ -158,12 +158,15 @@ class AsvaReader:
     yield (pts seconds, data) for the frames with t <= pts <= until, in decode order. Video data: uint8
     RGB [H, W, 3] at full size; audio data: float32 [samples, channels] interleaved."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path):
+        """`path`: a file path, an object-storage URI (s3://, gs://, ...: ranged reads) or a seekable binary
+        file object (e.g. an mp4 from a shard in a BytesIO)."""
         import av
 
-        self.path = str(path)
+        self._file = path if hasattr(path, "read") else None
+        self.path = getattr(path, "name", "<in-memory file>") if self._file is not None else str(path)
         self._av = av
-        with av.open(self.path) as c:
+        with self._open() as c:
             if not c.streams.video:
                 raise ValueError(f"{self.path}: no video stream")
             self.has_audio = bool(c.streams.audio)
@@ -174,8 +177,18 @@ class AsvaReader:
                 self.audio_rate = int(a.rate)
                 self.audio_duration = float(a.duration * a.time_base) if a.duration else float(c.duration or 0) / 1e6
 
+    def _open(self):
+        if self._file is not None:
+            self._file.seek(0)
+            return self._av.open(self._file)
+        from curate import storage
+
+        if storage.is_uri(self.path):
+            return self._av.open(storage.open_read(self.path))
+        return self._av.open(self.path)
+
     def _frames(self, kind: str, t: float, until: float):
-        with self._av.open(self.path) as c:
+        with self._open() as c:
             s = c.streams.video[0] if kind == "video" else c.streams.audio[0]
             s.thread_type = "AUTO" if kind == "video" else s.thread_type
             tb = s.time_base

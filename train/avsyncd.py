@@ -82,6 +82,10 @@ class TrainConfig:
     shuffle: int = 1000
     """Shuffle buffer of the shard reader (0: read in order)."""
     num_workers: int = 2
+    """DataLoader worker processes per process."""
+    data_mode: str = "auto"
+    """How readers (processes x workers) share the shards: exact, resampled or auto (resampled when there are
+    fewer shards than readers); see docs/jointdit_design.md#data-modes."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     groupnorm_over_frames: bool = False
     """ResNet GroupNorms pool all frames of a clip (the authors' network). Off: per frame, as SD 1.5 was trained,
@@ -96,6 +100,12 @@ class TrainConfig:
     resume: str | None = "latest"
     """'latest' (the newest checkpoint in out_dir, if any), a checkpoint folder, or null / '' (start fresh)."""
     progress: bool = True
+
+    def __post_init__(self):  # a misspelt choice is a user error (one `error:` line, exit 2)
+        from train.data import DATA_MODES
+
+        if self.data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode={self.data_mode!r}: expected one of {', '.join(DATA_MODES)}")
 
 
 def parse_args(argv=None) -> tuple[TrainConfig, argparse.Namespace]:
@@ -191,7 +201,7 @@ def train(cfg: TrainConfig) -> dict:
                              f"grad_accum={cfg.grad_accum}")
     from train.data import too_few_samples
 
-    short = too_few_samples(urls, eng.world, cfg.num_workers)
+    short = too_few_samples(urls, eng.world, cfg.num_workers, cfg.data_mode)
     if short:
         raise cli.UsageError(short)
     torch.manual_seed(cfg.seed + eng.rank)
@@ -217,7 +227,8 @@ def train(cfg: TrainConfig) -> dict:
     spec = AVSyncDClipSpec(duration=cfg.duration, fps=cfg.fps, height=cfg.height, width=cfg.width)
     ds = AVSyncDClips(urls, spec, shuffle=cfg.shuffle, repeat=True, seed=cfg.seed,
                       rank=eng.rank, world_size=eng.world, hflip=cfg.hflip,
-                      random_window=cfg.random_window, limit=cfg.limit_clips)
+                      random_window=cfg.random_window, limit=cfg.limit_clips,
+                      mode=cfg.data_mode, num_workers=cfg.num_workers)
     loader = torch.utils.data.DataLoader(ds, batch_size=per, collate_fn=collate, num_workers=cfg.num_workers)
     scheduler = train_scheduler(cfg.diffusion)
     with torch.no_grad():
@@ -230,8 +241,10 @@ def train(cfg: TrainConfig) -> dict:
             latents = parts.encode_frames(batch["video"].to(eng.device), gen)
             text = parts.encode_text(batch["label"]).float()
             audio = segment_audio_tokens(parts.encode_audio(batch["mel"].to(eng.device)), spec.num_frames)
+            # ImageBind in train mode (the authors' way) draws its drop-path anew for the null audio every step too
+            null = segment_audio_tokens(parts.encode_audio(null_mel), spec.num_frames) if cfg.imagebind_train_mode else null_audio
         with eng.autocast():
-            out = training_loss(eng.model, latents, text, audio, null_audio, scheduler, cfg.diffusion.null_audio_prob, gen)
+            out = training_loss(eng.model, latents, text, audio, null, scheduler, cfg.diffusion.null_audio_prob, gen)
         return {"loss": out["loss"]}
 
     validate = validation_fn(eng, parts, ds, spec, null_audio, cfg) if cfg.validate_every and eng.is_main else None
@@ -310,9 +323,10 @@ def dry_run(cfg: TrainConfig) -> dict:
     print(f"processes {world}, precision {precision}, {per} clip(s) per process and micro-batch, gradient "
           f"checkpointing {cfg.gradient_checkpointing}")
     if cfg.shards:
-        n = len(cli.resolve_files(cfg.shards, what="shards"))
-        readers = world * max(1, cfg.num_workers)
-        print(f"data: {n} shard(s), {readers} reader(s): {n / readers:.2f} shard(s) per reader")
+        from train.data import data_plan
+
+        cli.resolve_files(cfg.shards, what="shards")
+        print("data plan:", json.dumps(data_plan(cfg.shards, world, max(1, cfg.num_workers), cfg.data_mode)))
     unet = build_unet(cfg.preset, device="meta")
     unet.to("meta")
     unet.set_trainable()

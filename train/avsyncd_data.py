@@ -99,8 +99,9 @@ class AVSyncDClips(ShardStream):
     logged and skipped. `seed` must be the same on every process (it orders the shards of an epoch)."""
 
     def __init__(self, patterns, spec: AVSyncDClipSpec, shuffle: int = 0, repeat: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, hflip: bool = False, random_window: bool = True, limit: int = 0):
-        super().__init__(patterns, shuffle=shuffle, repeat=repeat, seed=seed, rank=rank, world_size=world_size)
+                 rank: int = 0, world_size: int = 1, hflip: bool = False, random_window: bool = True, limit: int = 0,
+                 **stream_kw):
+        super().__init__(patterns, shuffle=shuffle, repeat=repeat, seed=seed, rank=rank, world_size=world_size, **stream_kw)
         self.spec, self.hflip, self.random_window, self.limit = spec, hflip, random_window, limit
 
     def raw_epoch(self, epoch, split, reader):

@@ -90,6 +90,10 @@ class TrainConfig:
     """Shuffle: shard order per epoch plus a buffer of this many samples per reader (0: read in order)."""
     num_workers: int | None = None
     """DataLoader worker processes."""
+    data_mode: str = "auto"
+    """How readers (processes x workers) share the shards: exact (every sample once per data epoch), resampled
+    (each reader draws shards with replacement; for many nodes or few shards), auto (resampled when there are
+    fewer shards than readers, with a warning; else exact). See docs/jointdit_design.md#data-modes."""
     log_every: int = 10
     """Log loss and steps/s every N steps."""
     save_every: int = 1000
@@ -148,6 +152,10 @@ class TrainConfig:
             raise ValueError("cmc_pe=true needs use_joint_blocks=true (CMC-PE feeds the joint attention)")
         if not self.timestep_gamma > 0:
             raise ValueError(f"timestep_gamma must be > 0, got {self.timestep_gamma}")
+        from train.data import DATA_MODES
+
+        if self.data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode={self.data_mode!r}: expected one of {', '.join(DATA_MODES)}")
 
     def resolved(self) -> "TrainConfig":
         d = PRESET_DEFAULTS[self.preset]
@@ -318,7 +326,7 @@ def check_inputs(cfg: TrainConfig, args) -> None:
         raise UsageError("give --shards PATTERN (curated WebDataset shards) or --latents PATTERN")
     from train.data import too_few_samples
 
-    why = too_few_samples(cfg.latents or cfg.shards, int(os.environ.get("WORLD_SIZE", "1")), cfg.num_workers)
+    why = too_few_samples(cfg.latents or cfg.shards, int(os.environ.get("WORLD_SIZE", "1")), cfg.num_workers, cfg.data_mode)
     if why:
         raise UsageError(why)
     output_dir(cfg.out_dir, what="--out-dir")
@@ -370,10 +378,10 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
     if src:
         from common.cli import resolve_files
 
-        n = len(resolve_files(src, what="shards"))
-        readers = world * max(1, cfg.num_workers)
-        print(f"data: {n} shard(s), {readers} reader(s) ({world} process(es) x {max(1, cfg.num_workers)} worker(s)): "
-              f"{n / readers:.2f} shard(s) per reader" + ("  (fewer shards than readers)" if n < readers else ""))
+        from train.data import data_plan
+
+        resolve_files(src, what="shards")
+        print("data plan:", json.dumps(data_plan(src, world, max(1, cfg.num_workers), cfg.data_mode)))
     else:
         print("data: no --shards / --latents given")
     from train.diffusion import Condition, JointDiffusion
@@ -504,7 +512,8 @@ def main(argv=None) -> dict:
 
     spec = spec_for(cfg)
     data_kw = dict(shuffle=cfg.shuffle, repeat=True, seed=cfg.seed, rank=rank, world_size=eng.world,
-                   batch_size=cfg.batch_size, start_batches=eng.consumed, log_dir=cfg.log_sample_keys)
+                   batch_size=cfg.batch_size, start_batches=eng.consumed, log_dir=cfg.log_sample_keys,
+                   mode=cfg.data_mode, num_workers=cfg.num_workers)
     ds = LatentClips(cfg.latents, **data_kw) if cfg.latents else ShardClips(cfg.shards, spec, **data_kw)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers)
     data = iter(loader)
