@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.media import DecodeConfig, decode_video  # noqa: E402
+from media.decode import DecodeConfig, decode_video  # noqa: E402
 from evaluation.av_align import AVAlignConfig, av_align_scores  # noqa: E402
 from evaluation.dubbing import dub_events, load_one_shots  # noqa: E402
 from evaluation.motion import flow_magnitudes  # noqa: E402

@@ -24,7 +24,7 @@ import av
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curate.config import load_config  # noqa: E402
-from curate.media import DecodeConfig, _target_size, to_rgb  # noqa: E402
+from media.decode import DecodeConfig, _target_size, to_rgb  # noqa: E402
 from curate.runner import run  # noqa: E402
 
 

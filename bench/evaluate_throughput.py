@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.media import DecodeConfig, decode_video, encode_mp4  # noqa: E402
+from media.decode import DecodeConfig, decode_video  # noqa: E402
+from media.encode import encode_mp4
 from evaluation.av_align import av_align_scores  # noqa: E402
 from evaluation.motion import flow_magnitudes, motion_score  # noqa: E402
 

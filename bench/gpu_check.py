@@ -271,7 +271,7 @@ def train_jointdit(ctx) -> dict:
 
 def synthetic_videos(n: int, seconds: float, fps: float, size: tuple[int, int], seed: int = 0):
     """n random-pixel, random-noise videos with 2 s windows every 0.5 s (what the window stage makes)."""
-    from curate.media import DecodedVideo
+    from media.decode import DecodedVideo
     from curate.records import Window
 
     rng = np.random.default_rng(seed)

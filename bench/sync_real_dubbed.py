@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curate.media import DecodeConfig, decode_video, encode_mp4  # noqa: E402
+from media.decode import DecodeConfig, decode_video  # noqa: E402
+from media.encode import encode_mp4
 from evaluation.dubbing import dub_events, load_one_shots  # noqa: E402
 from sync_classifier.evaluate import main as evaluate_main  # noqa: E402
 

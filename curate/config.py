@@ -10,7 +10,7 @@ from typing import Any
 
 from common.config import (ConfigError, build, convert, deep_merge, field_types, parse_overrides,
                            read_config_file, set_dotted, unknown_key_message)
-from curate.media import DecodeConfig
+from media.decode import DecodeConfig
 from curate.scenes import SceneConfig
 from curate.windows import WindowConfig
 

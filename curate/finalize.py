@@ -18,11 +18,11 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate import storage
+from media import storage
 from curate.config import CurateConfig
-from curate.media import DecodedVideo, decode_video
+from media.decode import DecodedVideo, decode_video
 from curate.records import ScoreFlags, Segment, Window, stable_fraction
-from curate.shards import SHARD_PATTERN, read_tar_members, write_tar_atomic
+from media.shards import SHARD_PATTERN, read_tar_members, write_tar_atomic
 from curate.stage import Stage, all_columns
 from curate.video_task import WorkDir, apply_decisions, encode_segment_members
 from curate.windows import merge_windows

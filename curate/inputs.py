@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from curate import storage
+from media import storage
 from curate.records import VideoInput
-from curate.shards import make_key
+from media.shards import make_key
 
 VGGSOUND_NAME = re.compile(r"^(?P<yid>.{11})_(?P<start>\d{1,6})$")
 

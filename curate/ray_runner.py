@@ -166,7 +166,7 @@ def check_nodes(cfg: CurateConfig) -> None:
     ray = init_ray(cfg)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from curate import storage
+    from media import storage
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from common.cli import UsageError
-from curate import storage
+from media import storage
 from curate.config import CurateConfig
 from curate.finalize import RunResult, finalize
 from curate.inputs import ClassAllowList, InputDecision, discover

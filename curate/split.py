@@ -38,7 +38,7 @@ from curate.records import stable_fraction
 from curate.review.media import ShardIndex
 from curate.review.store import (SCORE_COLUMNS, SHIPPED_LISTS, Decision, ReviewSegment, class_dir, class_list, load_decisions,
                                  load_segments, run_folder)
-from curate.shards import SHARD_PATTERN, write_tar_atomic
+from media.shards import SHARD_PATTERN, write_tar_atomic
 
 log = logging.getLogger("curate.split")
 TOOL_LICENCE = "Apache-2.0"

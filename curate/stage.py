@@ -15,7 +15,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.records import Window
 
 

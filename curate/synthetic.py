@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.media import DecodedVideo, encode_mp4
+from media.decode import DecodedVideo
+from media.encode import encode_mp4
 
 AUDIO_RATE = 16000
 

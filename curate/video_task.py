@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from curate import storage
+from media import storage
 from curate.config import CurateConfig
-from curate.media import DecodedVideo, MediaError, decode_video
+from media.decode import DecodedVideo, MediaError, decode_video
 from curate.records import ScoreFlags, Segment, VideoInput, Window
 from curate.scenes import detect_scenes
 from curate.stage import Stage, StageTimer
@@ -249,7 +249,7 @@ def segment_meta(seg: Segment, video: DecodedVideo | None, flags: ScoreFlags | N
 
 def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig,
                            flags: ScoreFlags | None = None) -> list[tuple[str, bytes]]:
-    from curate.shards import encode_sample
+    from media.shards import encode_sample
 
     return encode_sample(seg.segment_id, video.clip(seg.start, seg.end), segment_meta(seg, video, flags),
                          crf=cfg.shards.crf, preset=cfg.shards.preset)
@@ -257,7 +257,7 @@ def encode_segment_members(seg: Segment, video: DecodedVideo, cfg: CurateConfig,
 
 def finish_video(item: VideoItem, cfg: CurateConfig, stages: Sequence[Stage], work: WorkDir) -> dict:
     """Decide, merge, stage segment media, and write this video's results (status file last)."""
-    from curate.shards import tar_bytes
+    from media.shards import tar_bytes
 
     inp = item.inp
     flags = ScoreFlags.of(stages)

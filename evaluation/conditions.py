@@ -46,7 +46,7 @@ def write_conditions(cfg: ConditionConfig, progress: bool = True, failed: list[d
     from tqdm import tqdm
 
     from common.cli import UsageError, output_dir, resolve_files
-    from curate.media import DecodeConfig
+    from media.decode import DecodeConfig
     from evaluation.protocols import PROTOCOLS, clip_starts, cut
     from evaluation.samples import iter_reference_segments
 

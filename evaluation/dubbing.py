@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 
 def load_one_shots(paths: Sequence[str | Path], rate: int, peak: float = 0.8) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 
 @dataclass(frozen=True)

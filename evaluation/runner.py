@@ -294,7 +294,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> EvalResult:
     from tqdm import tqdm
 
     from common.cli import resolve_files
-    from curate.media import DecodeConfig, MediaError, decode_video
+    from media.decode import DecodeConfig, MediaError, decode_video
     from evaluation.protocols import clip_starts, cut, protocol_for
     from evaluation.samples import discover_generated, iter_reference_segments, load_image
     from evaluation.scoring import Batcher, ClipInput, Collected, score_clips

@@ -11,7 +11,7 @@ optional sidecar `<name>.json` naming what it was made from:
 
 Without a sidecar (or without `reference`) the paired metrics (IA/IT without a label, RelSync, P_Align,
 AlignSync, KL, IB-IV/IB-IA without an image) are skipped for that sample with the reason recorded; the
-unpaired ones still run. Reference shards are the curation's WebDataset tars (`curate.shards`).
+unpaired ones still run. Reference shards are the curation's WebDataset tars (`media.shards`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def iter_reference_segments(shards: list[str], decode_cfg=None, failed: list[dic
     import logging
     import tarfile
 
-    from curate.shards import decode_sample, group_samples, stream_tar_members
+    from media.shards import decode_sample, group_samples, stream_tar_members
 
     log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 from common.cli import UsageError, add_config_arguments, output_dir, run_main, settings_help, setup_logging
 from common.hub import prepare_hub
 from curate.config import PAPER_STAGES, CurateConfig, load_config
-from curate.storage import is_uri
+from media.storage import is_uri
 
 MODEL_STAGES = ("clip_diff", "imagebind", "psync")
 

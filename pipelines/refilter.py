@@ -39,7 +39,7 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     from curate.config import CurateConfig, load_config
-    from curate import storage
+    from media import storage
     from curate.finalize import finalize
     from curate.runner import build_stages, empty_reason
 

@@ -181,7 +181,7 @@ class AsvaReader:
         if self._file is not None:
             self._file.seek(0)
             return self._av.open(self._file)
-        from curate import storage
+        from media import storage
 
         if storage.is_uri(self.path):
             return self._av.open(storage.open_read(self.path))

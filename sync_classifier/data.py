@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from curate.media import DecodeConfig, DecodedVideo, MediaError, decode_video
-from train.data import ShardStream
+from media.decode import DecodeConfig, DecodedVideo, decode_video
+from media.stream import ShardStream
 
 from .audio import log_mel
 from .config import ClipSpec
@@ -116,8 +116,8 @@ def iter_folder(directory: str | Path, spec: ClipSpec, min_duration: float, repo
 
 
 def iter_shards(patterns, spec: ClipSpec, min_duration: float, report: dict | None = None) -> Iterator[tuple[str, DecodedVideo]]:
-    """Decoded segments of shards in order, one at a time (curate.shards.iter_segments)."""
-    from curate.shards import iter_segments
+    """Decoded segments of shards in order, one at a time (media.shards.iter_segments)."""
+    from media.shards import iter_segments
 
     cfg = DecodeConfig(short_side=spec.image_size, max_fps=1000.0, audio_rate=spec.audio_rate)
     for seg in iter_segments(patterns, cfg):
@@ -139,7 +139,7 @@ class InstanceStream(torch.utils.data.IterableDataset):
     as a whole: each pass lists the video files, shuffles them with a seed of (seed, pass), gives every
     rank x worker its share and decodes one video at a time; `skip` videos of this part's first pass are
     passed over without decoding (resume: the run continues its pass where it stopped, give or take the
-    buffer). Shards: segments split between readers by `train.data.ShardStream` (`data_mode` 'auto':
+    buffer). Shards: segments split between readers by `media.stream.ShardStream` (`data_mode` 'auto':
     resampled when there are fewer shards than ranks x workers, else exact: every segment once per epoch,
     a reader reads only its own segments). Either way the center is drawn uniformly where all offsets
     fit, and instances are mixed in a buffer of `shuffle_buffer` before yielding.
@@ -199,7 +199,7 @@ class InstanceStream(torch.utils.data.IterableDataset):
                 raise RuntimeError(f"no usable sounding videos (>= {self.need:.1f} s with audio) in {self.path}")
 
     def _shard_instances(self, wid: int, nw: int, rng):
-        """Shards: segments read as `train.data.ShardStream` splits them (`data_mode`: exact, or resampled
+        """Shards: segments read as `media.stream.ShardStream` splits them (`data_mode`: exact, or resampled
         when there are fewer shards than readers), each decoded once and cut into an instance."""
         half = self.need / 2
         reader = ShardSegments(list(self.path), self.spec, self.need, seed=self.seed, rank=self.rank,
@@ -214,7 +214,7 @@ class InstanceStream(torch.utils.data.IterableDataset):
 
 class ShardSegments(ShardStream):
     """Usable segments (>= `need` s with audio) of curated shards, decoded at the classifier's size, split
-    between readers by `train.data.ShardStream`. Unusable or undecodable segments are logged and skipped;
+    between readers by `media.stream.ShardStream`. Unusable or undecodable segments are logged and skipped;
     RuntimeError when none of the shards' samples is usable."""
 
     def __init__(self, urls, spec: ClipSpec, need: float, **kw):
@@ -223,7 +223,7 @@ class ShardSegments(ShardStream):
         self.tried = self.usable = 0
 
     def decode(self, raw: dict, rng) -> dict | None:
-        from curate.shards import decode_sample
+        from media.shards import decode_sample
 
         self.tried += 1
         cfg = DecodeConfig(short_side=self.spec.image_size, max_fps=1000.0, audio_rate=self.spec.audio_rate)

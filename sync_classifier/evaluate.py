@@ -40,7 +40,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 from .config import ClipSpec
 from .data import EVAL_SEED_BASE, clip_offsets, iter_folder, iter_shards, make_instance

@@ -22,7 +22,7 @@ are real drum one-shots, pieces of a real speech recording (when given) or synth
 hum, a noise floor and sometimes quiet unrelated real sound. Event gaps are random (0.3-1.1 s), so a
 window's event pattern is unique and the offset can only be found by matching events in time.
 
-`make_family_video(seed, family)` returns a `curate.media.DecodedVideo` and the sorted event times
+`make_family_video(seed, family)` returns a `media.decode.DecodedVideo` and the sorted event times
 of the sounding streams (the silent objects' event times are in the video's `source["silent_events"]`);
 `RealMedia` holds decoded real footage and sounds (`load_real_media(dir)`).
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 from .synthetic import SHAPES, _background, _color, _event_times, _mask, _synth_hit, drum_samples, make_sounding_video
 
@@ -64,7 +64,7 @@ def load_real_media(directory: str, size: int, audio_rate: int) -> RealMedia:
     the first .wav as speech, *.ogg / *.wav one-shots under drums/. Missing parts are None / empty."""
     import soundfile as sf
 
-    from curate.media import DecodeConfig, decode_video
+    from media.decode import DecodeConfig, decode_video
 
     d = Path(directory)
     if not d.is_dir():

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 from .audio import log_mel
 from .config import ClipSpec

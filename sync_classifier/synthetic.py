@@ -15,7 +15,7 @@ object whose look changes at its events and a sound played at each event:
 - distractors: random backgrounds (gradients, blocky texture), 0-1 object moving smoothly with no
   events, pixel noise, a steady hum and noise floor in the audio.
 
-`make_sounding_video` returns a `curate.media.DecodedVideo` (frame k shows time k / fps, audio
+`make_sounding_video` returns a `media.decode.DecodedVideo` (frame k shows time k / fps, audio
 sample 0 at time 0) and the event times; `write_synthetic_folder` writes such videos as mp4 files.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 
 DRUMS_DIR = Path(__file__).parent / "assets" / "drums"
 SHAPES = ("circle", "square", "diamond", "triangle")
@@ -234,7 +234,7 @@ def write_synthetic_folder(
     directory: str | Path, n: int, seed: int = 0, duration: float = 8.0, size: int = 128, fps: float = 24.0
 ) -> list[Path]:
     """Write n synthetic sounding videos `synth_<seed>.mp4` (+ `.json` with event times) into directory."""
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

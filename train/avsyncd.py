@@ -102,7 +102,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):  # a misspelt choice is a user error (one `error:` line, exit 2)
-        from train.data import DATA_MODES
+        from media.stream import DATA_MODES
 
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode={self.data_mode!r}: expected one of {', '.join(DATA_MODES)}")
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig) -> dict:
     if per < 1 or per * eng.world * cfg.grad_accum != world_batch:
         raise cli.UsageError(f"batch_size={world_batch} is not divisible by {eng.world} processes x "
                              f"grad_accum={cfg.grad_accum}")
-    from train.data import too_few_samples
+    from media.stream import too_few_samples
 
     short = too_few_samples(urls, eng.world, cfg.num_workers, cfg.data_mode)
     if short:
@@ -269,7 +269,7 @@ def validation_fn(eng, parts, ds, spec, null_audio, cfg: TrainConfig):
     written to out_dir/samples/step-N/valI.mp4 (with the conditioning audio) and .wav."""
     import numpy as np
 
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
     from train.avsyncd_data import collate
     from train.avsyncd_diffusion import sample, sample_scheduler, train_scheduler, training_loss
     from train.models.avsyncd import segment_audio_tokens
@@ -323,7 +323,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     print(f"processes {world}, precision {precision}, {per} clip(s) per process and micro-batch, gradient "
           f"checkpointing {cfg.gradient_checkpointing}")
     if cfg.shards:
-        from train.data import data_plan
+        from media.stream import data_plan
 
         cli.resolve_files(cfg.shards, what="shards")
         print("data plan:", json.dumps(data_plan(cfg.shards, world, max(1, cfg.num_workers), cfg.data_mode)))

@@ -1,7 +1,7 @@
 """Shards -> AVSyncD training clips: 2 s, 12 frames at 6 fps (256x256; GreatestHits 128x256), the class label, and
 ImageBind's log-mel of the 16 kHz audio (1 x 128 x 204).
 
-Reads the curation shards through `curate.shards` (decoded segments with their JSON metadata); a random 2 s
+Reads the curation shards through `media.shards` (decoded segments with their JSON metadata); a random 2 s
 window per segment in training, optional horizontal flip (the authors' `randflip`). Also loads a user's
 conditioning image and audio file for the sampler.
 """
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from curate.media import DecodedVideo
-from curate.shards import SegmentSample, decode_sample
+from media.decode import DecodedVideo
+from media.shards import SegmentSample, decode_sample
 from sync_classifier.audio import log_mel
 from sync_classifier.config import ClipSpec as MelSpec
-from train.data import ShardStream, collate, resize_center_crop, window_start
+from media.stream import ShardStream
+from train.data import collate, resize_center_crop, window_start
 
 
 @dataclass

@@ -144,7 +144,7 @@ def cache_latents(shards, out_dir, video_model, audio_model, height=256, width=2
                   noise_aug=0.02, dtype="float16", seed=0, device="cpu", job_index=0, num_jobs=1) -> list[str]:
     """Cache this job's share of the shards (`jobs_share`) into out_dir; returns the job's output shards
     (already finished ones included). Safe to run as several jobs over one out_dir and to rerun."""
-    from curate.shards import decode_sample, expand_urls, group_samples, stream_tar_members, write_tar_atomic
+    from media.shards import decode_sample, expand_urls, group_samples, stream_tar_members, write_tar_atomic
     from train.data import LATENT_FORMAT, ClipSpec, encode_latent_sample
     from train.experts import is_random, load_experts
     from train.jointdit import place_frozen

@@ -152,7 +152,7 @@ class TrainConfig:
             raise ValueError("cmc_pe=true needs use_joint_blocks=true (CMC-PE feeds the joint attention)")
         if not self.timestep_gamma > 0:
             raise ValueError(f"timestep_gamma must be > 0, got {self.timestep_gamma}")
-        from train.data import DATA_MODES
+        from media.stream import DATA_MODES
 
         if self.data_mode not in DATA_MODES:
             raise ValueError(f"data_mode={self.data_mode!r}: expected one of {', '.join(DATA_MODES)}")
@@ -324,7 +324,7 @@ def check_inputs(cfg: TrainConfig, args) -> None:
         resolve_files(cfg.shards, what="shards")
     else:
         raise UsageError("give --shards PATTERN (curated WebDataset shards) or --latents PATTERN")
-    from train.data import too_few_samples
+    from media.stream import too_few_samples
 
     why = too_few_samples(cfg.latents or cfg.shards, int(os.environ.get("WORLD_SIZE", "1")), cfg.num_workers, cfg.data_mode)
     if why:
@@ -378,7 +378,7 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
     if src:
         from common.cli import resolve_files
 
-        from train.data import data_plan
+        from media.stream import data_plan
 
         resolve_files(src, what="shards")
         print("data plan:", json.dumps(data_plan(src, world, max(1, cfg.num_workers), cfg.data_mode)))
@@ -426,7 +426,7 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
 
 def validation_fn(eng, frozen, images: torch.Tensor, cfg: TrainConfig, spec, diffusion_cfg):
     """Sample the fixed validation conditions with the live weights: mp4 + wav in out_dir/samples/."""
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
     from train.sample_jointdit import generate
 
     def validate(step: int) -> dict:

@@ -88,7 +88,7 @@ def parse_args(argv=None) -> SampleConfig:
 
 
 def generate(cfg: SampleConfig) -> dict:
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
     from train.avsyncd_components import SD15, load_components
     from train.avsyncd_data import AVSyncDClipSpec, imagebind_mel, load_audio, load_image
     from train.avsyncd_diffusion import sample, sample_scheduler

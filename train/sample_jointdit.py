@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
 
     device = resolve_device(cfg.device)
 
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
     from train.data import ClipSpec
     from train.jointdit import checkpoint_diffusion, load_checkpoint, place_frozen
 

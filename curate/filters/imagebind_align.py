@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from curate.filters.sampling import uniform_frame_times
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.models import ModelStage
 from curate.records import Window
 from curate.stage import Stage, in_range, register_stage

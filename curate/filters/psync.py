@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.models import ModelStage
 from curate.records import Window
 from curate.stage import StageUnavailable, in_range, register_stage

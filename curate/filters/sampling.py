@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.records import Window
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from curate import synthetic as syn
 from curate.finalize import _write_segments_table
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.records import Segment, Window
 from curate.review.server import ReviewConfig, make_server
-from curate.shards import encode_sample, write_tar_atomic
+from media.shards import encode_sample, write_tar_atomic
 
 
 def tiny_clip(seconds: float, seed: int, fps: float = 8.0) -> DecodedVideo:

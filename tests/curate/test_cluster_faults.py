@@ -19,7 +19,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from curate import storage
+from media import storage
 from curate import synthetic as syn
 from curate.config import load_config
 from curate.runner import run

@@ -14,7 +14,7 @@ import pytest
 
 from curate import synthetic as syn
 from curate.config import load_config
-from curate.media import DecodeConfig, MediaError, decode_video, downmix
+from media.decode import DecodeConfig, MediaError, decode_video, downmix
 from curate.runner import run
 
 MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
@@ -258,7 +258,7 @@ def test_real_media_mono_peak_never_exceeds_the_source(real_media, real_clean, n
 
 def test_audio_track_survives_a_layout_change_and_fills_gaps():
     """A corrupt header can change the channel layout mid-stream; a skipped packet leaves a time gap."""
-    from curate.media import _AudioTrack
+    from media.decode import _AudioTrack
 
     def frame(t: float, layout: str, value: float, n: int = 1600, rate: int = 16000):
         ch = len(av.AudioLayout(layout).channels)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from curate import storage
+from media import storage
 from curate import synthetic as syn
 
 
@@ -62,7 +62,7 @@ def test_a_video_in_a_bucket_decodes_as_on_disk_and_is_discovered_alike(bucket, 
     import fsspec
 
     from curate.inputs import discover
-    from curate.media import DecodeConfig, decode_video
+    from media.decode import DecodeConfig, decode_video
 
     local = tmp_path / "src"
     syn.write_video(local / "dog barking" / "abcdefghijk_000010.mp4", syn.bouncing_video(3.0, seed=3)[0])
@@ -79,7 +79,7 @@ def test_a_video_in_a_bucket_decodes_as_on_disk_and_is_discovered_alike(bucket, 
     a, b = decode_video(on_disk[0].inp.path, cfg), decode_video(in_bucket[0].inp.path, cfg)
     assert a.frames.shape == b.frames.shape and np.array_equal(a.frames, b.frames)
     assert np.abs(a.audio - b.audio).max() <= 1e-6
-    from curate.media import MediaError
+    from media.decode import MediaError
 
     with pytest.raises(MediaError, match="not a file"):
         decode_video(f"{uri}/missing.mp4", cfg)

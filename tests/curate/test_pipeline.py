@@ -12,7 +12,7 @@ import pytest
 
 from curate.config import load_config
 from curate.runner import run
-from curate.shards import iter_segments
+from media.shards import iter_segments
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,7 @@ def test_every_bad_input_is_recorded_and_the_run_completes(bad_folder, tmp_path)
     assert inputs.width["huge"] == 1920
     assert st["rotated"] == "ok" and inputs.rotation["rotated"] == 90
     segs = pq.read_table(out / "segments.parquet").to_pandas()
-    from curate.shards import iter_segments
+    from media.shards import iter_segments
 
     rot = [s for s in iter_segments(str(out / "shards" / "*.tar")) if s.meta["video_id"] == "rotated"]
     assert rot and rot[0].video.frames.shape[1] > rot[0].video.frames.shape[2]  # upright: portrait

@@ -17,9 +17,9 @@ import pytest
 
 from common.cli import UsageError
 from curate.config import load_config
-from curate.media import DecodeConfig, decode_video
+from media.decode import DecodeConfig, decode_video
 from curate.runner import run
-from curate.shards import read_tar_members
+from media.shards import read_tar_members
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 import ray.exceptions as rex
 import torch
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.records import Window
 from curate.ray_runner import classify_failure
 from curate.stage import Stage, is_out_of_memory

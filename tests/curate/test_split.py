@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.review.store import DecisionStore, ReviewSegment
-from curate.shards import iter_segments, read_tar_members
+from media.shards import iter_segments, read_tar_members
 from curate.split import split_class
 from pipelines.split import main
 from tests.curate.review_run import Served, make_run

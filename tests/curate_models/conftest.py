@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from curate.records import VideoInput, Window
 
 RATE = 16000

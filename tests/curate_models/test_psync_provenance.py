@@ -16,7 +16,7 @@ from curate import synthetic as syn  # noqa: E402
 from curate.config import load_config  # noqa: E402
 from curate.filters.psync import SHIPPED_CHECKPOINT, checkpoint_training_data, resolve_sync_checkpoint  # noqa: E402
 from curate.runner import run  # noqa: E402
-from curate.shards import iter_segments  # noqa: E402
+from media.shards import iter_segments  # noqa: E402
 from curate.stage import StageUnavailable, build_stage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.media import encode_mp4
+from media.encode import encode_mp4
 from curate.report import grab_frame, write_report
 
 CHROMIUM = "/usr/bin/chromium"

@@ -17,8 +17,8 @@ def eval_data(tmp_path_factory):
     without a sidecar, one unreadable mp4."""
     import json
 
-    from curate.media import DecodedVideo
-    from curate.shards import write_shard
+    from media.decode import DecodedVideo
+    from media.shards import write_shard
 
     root = tmp_path_factory.mktemp("evaldata")
     events = [[4, 12, 22], [6, 14, 25], [3, 9, 18]]

@@ -32,7 +32,7 @@ TINY = ["i3d.preset=tiny", "inception.preset=tiny", "vggish.preset=tiny", "passt
 
 
 def write_mp4(path, frames, audio, fps, rate=16000):
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_mp4(frames, fps, audio, rate))

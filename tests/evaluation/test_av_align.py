@@ -71,7 +71,7 @@ def test_shifted_audio_ranks_below_synced_on_the_sample_strikes():
     AV-Align and raises AV-Align* (on the real trailer neither ranks the synced audio first: docs/evaluation.md)."""
     from pathlib import Path
 
-    from curate.media import DecodeConfig, decode_video
+    from media.decode import DecodeConfig, decode_video
 
     root = Path(__file__).resolve().parents[2] / "sample" / "videos"
     means = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.media import DecodeConfig, decode_video
+from media.decode import DecodeConfig, decode_video
 from evaluation.av_align import av_align_scores
 from evaluation.dubbing import dub_events, load_one_shots
 from evaluation.motion import flow_magnitudes

@@ -71,7 +71,7 @@ def test_an_undecodable_reference_segment_is_recorded_and_the_rest_go_on(eval_da
     segment still gets its conditions; the evaluation's reader reports the same failures."""
     import json as _json
 
-    from curate.shards import read_tar_members, write_tar_atomic
+    from media.shards import read_tar_members, write_tar_atomic
     from evaluation.samples import iter_reference_segments
     from pipelines.conditions import main
 

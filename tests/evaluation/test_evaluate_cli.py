@@ -106,7 +106,7 @@ def test_avsync15_protocol_scores_frames_2_to_12_of_three_clips_per_video(eval_d
 
 def test_an_undecodable_reference_segment_is_a_warning_not_the_end(eval_data, tmp_path):
     """seg1's video replaced by garbage: the evaluation scores the other references and says which one failed."""
-    from curate.shards import read_tar_members, write_tar_atomic
+    from media.shards import read_tar_members, write_tar_atomic
 
     members = read_tar_members(str(eval_data / "test-000000.tar"))
     ref = tmp_path / "ref"

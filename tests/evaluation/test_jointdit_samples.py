@@ -30,8 +30,8 @@ def _write_png(path, image):
 
 @pytest.fixture(scope="module")
 def jointdit_samples(tmp_path_factory):
-    from curate.media import DecodedVideo
-    from curate.shards import write_shard
+    from media.decode import DecodedVideo
+    from media.shards import write_shard
     from train.data import ClipSpec
     from train.experts import build_jointdit, load_experts, write_tiny_experts
     from train.sample_jointdit import generate, load_image

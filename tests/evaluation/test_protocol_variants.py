@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from evaluation.protocols import clip_starts, cut, protocol_for
 from evaluation.runner import EvalConfig
 from pipelines.evaluate import main

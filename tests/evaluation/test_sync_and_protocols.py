@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.evaluation.eval_helpers import event_clip
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from evaluation.protocols import PROTOCOLS, clip_starts, cut
 from evaluation.sync_metrics import load_scorer, p_align, relsync
 

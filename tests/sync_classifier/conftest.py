@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from sync_classifier.config import tiny
 from sync_classifier.model import SyncClassifier
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import encode_mp4
+from media.encode import encode_mp4
 from sync_classifier.asva_preprocess import asva_clips, resolve_preprocess
 from sync_classifier.evaluate import main
 from sync_classifier.families import make_family_video

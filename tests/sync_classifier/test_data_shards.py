@@ -1,4 +1,4 @@
-"""Sync-classifier instances from curated shards: segments split between readers by `train.data.ShardStream`
+"""Sync-classifier instances from curated shards: segments split between readers by `media.stream.ShardStream`
 (exact: a reader reads only its own shards; fewer shards than readers: resampled)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import train.data as data
-from curate.shards import write_shard
+from media.shards import write_shard
 from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
 from tests.train.conftest import sounding_video

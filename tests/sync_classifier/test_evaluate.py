@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import encode_mp4
+from media.encode import encode_mp4
 from sync_classifier.config import ClipSpec
 from sync_classifier.data import EVAL_SEED_BASE
 from sync_classifier.evaluate import chance_level, evaluate_model, main, offsets_that_fit, scores

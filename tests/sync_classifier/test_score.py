@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import DecodedVideo
+from media.decode import DecodedVideo
 from sync_classifier import SyncScorer, make_sounding_video
 from sync_classifier.data import EVAL_SEED_BASE
 

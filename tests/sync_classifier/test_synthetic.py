@@ -1,6 +1,6 @@
 import numpy as np
 
-from curate.media import DecodeConfig, decode_video
+from media.decode import DecodeConfig, decode_video
 from sync_classifier import make_sounding_video, write_synthetic_folder
 from sync_classifier.synthetic import drum_samples
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from curate.shards import write_shard
+from media.shards import write_shard
 from sync_classifier.config import tiny
 from sync_classifier.families import make_family_video
 from sync_classifier.model import SyncClassifier

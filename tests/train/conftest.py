@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from curate.media import DecodedVideo
-from curate.shards import write_shard
+from media.decode import DecodedVideo
+from media.shards import write_shard
 
 torch.set_num_threads(1)  # 2 threads on a shared 2-core box thrash (25x slower measured)
 

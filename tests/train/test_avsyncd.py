@@ -460,7 +460,7 @@ def fixed_loss(unet, parts, clips, null_audio, spec, seed=0) -> float:
 def test_tiny_overfits_four_clips_and_samples(tiny_run, tiny_components, shard_dir, tmp_path):
     """40 steps on the 4 test clips (CPU): the loss on fixed noise falls below 0.75x its start (measured 0.59x), a checkpoint and
     a complete final/unet are written, and the sampler turns the result into an mp4 with audio + sidecar."""
-    from curate.media import decode_video
+    from media.decode import decode_video
     from train.avsyncd_data import AVSyncDClips
     from train.sample_avsyncd import main as sample_main
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import train.cache_latents as cl
-from curate.shards import group_samples, read_tar_members, write_shard
+from media.shards import group_samples, read_tar_members, write_shard
 from tests.train.conftest import sounding_video
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The two data modes of `train.data.ShardStream`: exact (every sample exactly once per data epoch over all
+"""The two data modes of `media.stream.ShardStream`: exact (every sample exactly once per data epoch over all
 processes x DataLoader workers, epoch after epoch, with uneven shards) and resampled (readers draw whole
 shards with replacement); in both, a reader reads only the bytes of the samples it yields."""
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import train.data as data
-from curate.shards import write_tar_atomic
-from train.data import ShardStream, data_plan, too_few_samples
+from media.shards import write_tar_atomic
+from media.stream import ShardStream, data_plan, too_few_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,7 +192,7 @@ def test_modes_and_messages(tmp_path):
 WORKER = textwrap.dedent('''
     import json, os, sys
     import torch, torch.distributed as dist
-    from train.data import ShardStream
+    from media.stream import ShardStream
 
     class KeyStream(ShardStream):
         def decode(self, raw, rng):

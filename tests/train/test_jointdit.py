@@ -164,7 +164,7 @@ def test_paper_preset_parameter_counts_on_meta_device():
 
 
 def test_clip_shapes_and_audioldm2_mel(shard_dir):
-    from curate.shards import iter_segments
+    from media.shards import iter_segments
     from train.data import ClipSpec, clip_from_sample
 
     spec = ClipSpec(height=16, width=16)
@@ -196,7 +196,7 @@ def test_train_resume_and_sample_writes_sounding_mp4(shard_dir, tiny_experts, tm
     ck = out / "checkpoint-000002"
     assert json.loads((ck / "state.json").read_text())["random_weights"] is True
 
-    from curate.media import encode_mp4
+    from media.encode import encode_mp4
 
     img = tmp_path / "first.png"
     with av.open(str(img), "w", format="image2") as c:  # a png first frame

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 import torch
 
-from curate.shards import split_for_reader, write_tar_atomic
-from train.data import ShardStream, batches_of_worker
+from media.shards import split_for_reader, write_tar_atomic
+from media.stream import ShardStream, batches_of_worker
 
 
 class KeyStream(ShardStream):
@@ -88,7 +88,7 @@ def test_restart_position_matches_the_uninterrupted_loader(tmp_path, mode, shuff
 @pytest.fixture(scope="module")
 def long_segment_latents(tiny_experts, tmp_path_factory):
     """A 4 s segment cached at the default 0.5 s stride: clips starting at 0, 0.5, ..., 2.0 (5 clips)."""
-    from curate.shards import write_shard
+    from media.shards import write_shard
     from tests.train.conftest import sounding_video
     from train.cache_latents import cache_latents
 
@@ -96,13 +96,13 @@ def long_segment_latents(tiny_experts, tmp_path_factory):
     write_shard(d / "train-000000.tar", [("long0", sounding_video(11, seconds=4.0), {"label": "bounce"})])
     out = cache_latents(str(d / "*.tar"), d / "latents", *tiny_experts, height=16, width=16, noise_draws=3,
                         dtype="float32")
-    from curate.shards import iter_segments
+    from media.shards import iter_segments
 
     return out[0], next(iter_segments(str(d / "*.tar"))).video  # as decoded from the shard (h264), not the source
 
 
 def test_cached_mean_and_std_are_the_vae_posterior(long_segment_latents, tiny_experts):
-    from curate.shards import group_samples, read_tar_members
+    from media.shards import group_samples, read_tar_members
     from train.data import ClipSpec, load_latent_sample, make_clip
     from train.experts import load_experts
 
@@ -150,7 +150,7 @@ def test_epochs_draw_new_clips_and_latents_from_one_cached_segment(long_segment_
 
 
 def test_too_few_samples_for_the_readers_is_a_one_line_error(tmp_path):
-    from train.data import too_few_samples
+    from media.stream import too_few_samples
 
     urls = key_shards(tmp_path, [2, 1])
     assert too_few_samples(urls, 1, 3, "exact") is None and too_few_samples(urls, 2, 1, "exact") is None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from curate.shards import write_shard
+from media.shards import write_shard
 from tests.train.conftest import sounding_video
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""Where curation reads and writes: a local path or an object-storage URI (s3://, gs://, ...), one interface.
+"""Where the project reads and writes: a local path or an object-storage URI (s3://, gs://, ...), one interface.
 
 Local paths keep plain file semantics (write to a temporary name, then `os.replace`). URIs go through fsspec
 (s3fs, gcsfs, ... configured as usual: AWS_* / GOOGLE_* environment variables, ~/.aws, fsspec config): an

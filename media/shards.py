@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from curate.media import DecodeConfig, DecodedVideo, decode_flac, decode_video
+from media.decode import DecodeConfig, DecodedVideo, decode_flac, decode_video
 
 SHARD_PATTERN = "{split}-{index:06d}.tar"
 
@@ -192,7 +192,7 @@ def webdataset_pipeline(patterns: str | Iterable[str], shuffle: int = 0, decode:
 
 def encode_sample(key: str, video: DecodedVideo, meta: dict, crf: int = 18, preset: str = "superfast") -> list[tuple[str, bytes]]:
     """The tar members of one segment sample (used by the curation writer and by tests' fixtures)."""
-    from curate.media import encode_flac, encode_mp4
+    from media.encode import encode_flac, encode_mp4
 
     if "." in key or "/" in key:
         raise ValueError(f"sample key must not contain dots or slashes: {key!r}")
