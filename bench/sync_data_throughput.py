@@ -25,7 +25,7 @@ from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
 from sync_classifier.model import SyncClassifier
 from sync_classifier.synthetic import write_synthetic_folder
-from sync_classifier.train import PairScores, train_step
+from train.sync_classifier import PairScores, train_step
 
 
 def rate(stream, n: int) -> tuple[float, list]:

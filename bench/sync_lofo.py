@@ -32,7 +32,7 @@ from sync_classifier.data import EVAL_SEED_BASE
 from sync_classifier.evaluate import evaluate_model, synthetic_videos
 from sync_classifier.families import ALL_FAMILIES, FAMILIES
 from sync_classifier.model import SyncClassifier
-from sync_classifier.train import main as train_main
+from train.sync_classifier import main as train_main
 
 ROW = "lofo_row.json"
 

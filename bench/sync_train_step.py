@@ -21,7 +21,7 @@ from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
 from sync_classifier.frames import clip_tensor
 from sync_classifier.model import SyncClassifier, VideoEncoder
-from sync_classifier.train import train_step
+from train.sync_classifier import train_step
 
 
 def main(argv=None):

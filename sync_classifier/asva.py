@@ -104,11 +104,9 @@ def config_from_shapes(theirs: dict[str, dict]) -> ModelConfig:
                        embed_norm=False)
 
 
-def load_asva(modules: str | Path, training_data: str = "vggss"):
-    """A SyncClassifier with the weights of the authors' `modules` folder (every tensor mapped, none
-    left over, shapes checked); `training_data` is set to "vggss"."""
-    from .model import SyncClassifier
-
+def read_asva(modules: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The authors' `modules` folder as (our ModelConfig, their tensors under our names); the model itself
+    is built and checked by `SyncClassifier.from_pretrained` (every tensor mapped, none left over, shapes)."""
     modules = Path(modules)
     theirs = {}
     for part in PARTS:
@@ -119,22 +117,8 @@ def load_asva(modules: str | Path, training_data: str = "vggss"):
             if cls is not None and cls != expected:
                 raise ValueError(f"{cfg_file}: _class_name {cls!r}, expected {expected!r}")
         theirs[part] = read_part(modules / part)
-    model = SyncClassifier(config_from_shapes(theirs), training_data=training_data)
-    ours = model.state_dict()
-    mapping = asva_key_map(theirs)
-    state = {}
-    for (part, k), our_key in mapping.items():
-        if our_key not in ours:
-            raise ValueError(f"{part}/{k}: no matching parameter ({our_key}) in the model")
-        t = theirs[part][k]
-        if tuple(t.shape) != tuple(ours[our_key].shape):
-            raise ValueError(f"{part}/{k}: shape {tuple(t.shape)} != {tuple(ours[our_key].shape)} of {our_key}")
-        state[our_key] = t
-    missing = sorted(set(ours) - set(state))
-    if missing:
-        raise ValueError(f"the authors' checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    state = {our_key: theirs[part][k] for (part, k), our_key in asva_key_map(theirs).items()}
+    return config_from_shapes(theirs), state
 
 
-__all__ = ["PARTS", "asva_spec", "asva_key_map", "to_ours", "find_asva_modules", "read_part", "config_from_shapes", "load_asva"]
+__all__ = ["PARTS", "asva_spec", "asva_key_map", "to_ours", "find_asva_modules", "read_part", "config_from_shapes", "read_asva"]

@@ -30,10 +30,12 @@ and counted. Synthetic evaluation videos use seeds >= 1e9, never drawn in traini
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -41,6 +43,9 @@ import numpy as np
 import torch
 
 from media.decode import DecodedVideo
+
+from common.cli import UsageError, add_config_arguments, output_file, run_main, settings_help
+from common.config import load
 
 from .config import ClipSpec
 from .data import EVAL_SEED_BASE, clip_offsets, iter_folder, iter_shards, make_instance
@@ -306,10 +311,59 @@ def print_result(res: dict, cfg: EvalConfig) -> None:
     print(f"v2a accuracy: {100 * res['acc_v2a']:.1f} %")
 
 
+# ------------------------------------------------------------------------------------------- command line
+
+EVAL_FLAGS = {"checkpoint": "checkpoint", "videos": "videos", "shards": "shards", "synthetic": "synthetic",
+              "protocol": "protocol", "families": "families", "seed": "seed", "synthetic_fps": "synthetic_fps",
+              "threads": "threads", "json": "json", "real_media": "real_media", "device": "device"}
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sync_classifier.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="checkpoint folder or a file inside it (this project's, or the authors' `modules`)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--videos", help="folder of sounding videos (searched recursively)")
+    src.add_argument("--shards", help="curated WebDataset shards (glob / brace pattern, quoted)")
+    src.add_argument("--synthetic", type=int, metavar="N", help="N fresh held-out synthetic videos per family")
+    p.add_argument("--protocol", choices=("asva", "all"), help="asva (default): centre clip vs the 31 offsets; all: every clip")
+    p.add_argument("--families", help="comma-separated synthetic look families (default: the six of the training mix)")
+    p.add_argument("--real-media", help="folder of real media mixed into the synthetic videos")
+    p.add_argument("--seed", type=int, help="first synthetic seed (default 1e9: held out from training)")
+    p.add_argument("--synthetic-fps", type=float, help="frame rate of the synthetic videos (default 24)")
+    p.add_argument("--threads", type=int, help="torch threads (0 = torch's default)")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--json", help="also write the result as JSON to this file")
+    add_config_arguments(p, example="protocol=all min_offsets=21")
+    return p
+
+
+def evaluate_main(argv=None) -> int:
+    args = evaluate_parser().parse_args(argv)
+    if args.help_config:
+        print(settings_help(EvalConfig))
+        return 0
+    return run_main(lambda: _evaluate(args))
+
+
+def _evaluate(args) -> None:
+    explicit = {dotted: getattr(args, flag) for flag, dotted in EVAL_FLAGS.items()}
+    cfg = load(EvalConfig, path=args.config, overrides=args.overrides, explicit=explicit)
+    if not cfg.checkpoint:
+        raise UsageError("--checkpoint is required")
+    if cfg.json:
+        output_file(cfg.json, "--json")
+    res = run(cfg)
+    print_result(res, cfg)
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"saved result to {cfg.json}")
+    else:
+        print("result printed above (no --json given)", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     """`python -m sync_classifier.evaluate`; returns the exit code (0, or 2 with one `error:` line)."""
-    from .cli import evaluate_main
-
     return evaluate_main(argv)
 
 

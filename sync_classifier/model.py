@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .asva import find_asva_modules, read_asva
 from .config import ModelConfig, model_config_error
 
 CONFIG_NAME = "config.json"
@@ -310,9 +311,25 @@ class SyncClassifier(nn.Module):
             model = cls(ModelConfig.from_dict(raw), training_data=str(raw.get("training_data", "unknown")))
             model.load_state_dict(load_file(str(folder / WEIGHTS_NAME), device="cpu"))
             return model.to(device).eval()
-        from .asva import find_asva_modules, load_asva
+        return cls.from_asva(find_asva_modules(folder)).to(device).eval()
 
-        return load_asva(find_asva_modules(folder)).to(device).eval()
+    @classmethod
+    def from_asva(cls, modules: str | Path, training_data: str = "vggss") -> "SyncClassifier":
+        """The authors' released `modules` folder (see sync_classifier/asva.py): every tensor mapped onto
+        ours, none left over, shapes checked; `training_data` "vggss" (what their classifier was trained on)."""
+        config, theirs = read_asva(modules)
+        model = cls(config, training_data=training_data)
+        ours = model.state_dict()
+        for key, t in theirs.items():
+            if key not in ours:
+                raise ValueError(f"{key}: no matching parameter in the model")
+            if tuple(t.shape) != tuple(ours[key].shape):
+                raise ValueError(f"{key}: shape {tuple(t.shape)} != {tuple(ours[key].shape)}")
+        missing = sorted(set(ours) - set(theirs))
+        if missing:
+            raise ValueError(f"the authors' checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
+        model.load_state_dict(theirs, strict=True)
+        return model.eval()
 
 
 def checkpoint_folder(path: str | Path) -> Path:

@@ -29,6 +29,7 @@ import torch
 
 from train.checkpointing import latest_checkpoint  # noqa: F401  (the sampler and tests use it from here)
 from train.engine import EMA  # noqa: F401  (bench)
+from train.diffusion import added_time_ids
 
 log = logging.getLogger("train.jointdit")
 
@@ -217,10 +218,6 @@ def resolve_experts(cfg: TrainConfig) -> tuple[str, str]:
         raise SystemExit("--preset paper needs --video-model and --audio-model (hub ids or local diffusers folders)")
     v, a = write_tiny_experts(Path(cfg.out_dir) / "experts", seed=cfg.seed)
     return cfg.video_model or v, cfg.audio_model or a
-
-
-def added_time_ids(b: int, fps: float, motion_bucket_id: int, noise_aug: float, device) -> torch.Tensor:
-    return torch.tensor([[fps - 1, motion_bucket_id, noise_aug]], device=device, dtype=torch.float32).repeat(b, 1)
 
 
 def encode_batch(frozen, batch: dict, cfg: TrainConfig, fps: float, generator=None) -> dict:
@@ -427,7 +424,7 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
 def validation_fn(eng, frozen, images: torch.Tensor, cfg: TrainConfig, spec, diffusion_cfg):
     """Sample the fixed validation conditions with the live weights: mp4 + wav in out_dir/samples/."""
     from media.encode import encode_mp4
-    from train.sample_jointdit import generate
+    from train.diffusion import generate
 
     def validate(step: int) -> dict:
         import soundfile as sf

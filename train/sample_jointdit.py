@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from train.diffusion import generate
+
 log = logging.getLogger("train.sample_jointdit")
 
 
@@ -38,33 +40,6 @@ def load_image(path: str, height: int, width: int) -> torch.Tensor:
         frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 127.5 - 1
     return resize_center_crop(x, height, width).clamp(-1, 1)
-
-
-@torch.no_grad()
-def generate(model, frozen, image: torch.Tensor, spec, guidance="jointcfg_star", scale=1.5, steps=25, seed=0,
-             motion_bucket_id=127, noise_aug=0.02, progress=None, diffusion=None):
-    """image [B, 3, H, W] in [-1, 1] -> (frames uint8 [B, F, H, W, 3], audio float [B, N] at 16 kHz).
-    `diffusion`: the DiffusionConfig the model was trained with (`train.jointdit.checkpoint_diffusion`)."""
-    from train.diffusion import Condition, DiffusionConfig, JointDiffusion
-    from train.jointdit import added_time_ids
-
-    dev = next(model.parameters()).device
-    g = torch.Generator(device=dev).manual_seed(seed)
-    image = image.to(dev)
-    b = image.shape[0]
-    cond = Condition(frozen.encode_image(image, noise_aug, g), frozen.clip_embed(image),
-                     added_time_ids(b, spec.fps, motion_bucket_id, noise_aug, dev))
-    _, c, h, w = cond.image_latents.shape
-    vshape = (spec.num_frames, c, h, w)
-    a_ch = model.audio_unet.config.in_channels
-    f_lat = spec.n_mels // 2 ** (len(frozen.audio_vae.config.block_out_channels) - 1)
-    t_lat = spec.mel_frames // 2 ** (len(frozen.audio_vae.config.block_out_channels) - 1)
-    model.eval()
-    v, a = JointDiffusion(diffusion or DiffusionConfig()).sample(model, cond, vshape, (a_ch, t_lat, f_lat), steps, guidance, scale, g, progress)
-    frames = frozen.decode_video(v)
-    wav = frozen.decode_audio(a)[:, : spec.num_samples]
-    frames = ((frames.permute(0, 1, 3, 4, 2) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-    return frames, wav.cpu().numpy()
 
 
 @dataclass

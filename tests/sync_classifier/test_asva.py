@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from sync_classifier.asva import CLIP_MEAN, CLIP_STD, asva_key_map, load_asva
+from sync_classifier.asva import CLIP_MEAN, CLIP_STD, asva_key_map
 from sync_classifier.config import paper
 from sync_classifier.model import SyncClassifier
 from sync_classifier.score import SyncScorer
@@ -132,4 +132,4 @@ def test_missing_or_foreign_checkpoints_fail_clearly(tmp_path):
     del state["head"]["fc.3.bias"]
     _write_modules(tmp_path / "m", state, "bin")
     with pytest.raises(ValueError, match="lacks 1 tensors"):
-        load_asva(tmp_path / "m")
+        SyncClassifier.from_pretrained(tmp_path / "m")

@@ -13,7 +13,7 @@ import torch
 
 from sync_classifier.config import small
 from sync_classifier.model import SyncClassifier
-from sync_classifier.train import train_step
+from train.sync_classifier import train_step
 
 pytestmark = pytest.mark.gpu
 

@@ -6,7 +6,7 @@ import torch
 from sync_classifier.config import paper, small
 from sync_classifier.frames import video_to_tensor
 from sync_classifier.model import SyncClassifier, load_avid
-from sync_classifier.train import train_step
+from train.sync_classifier import train_step
 
 
 def _r2p1d_params(cin, cout, stride2):

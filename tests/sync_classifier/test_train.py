@@ -7,7 +7,7 @@ from media.shards import write_shard
 from sync_classifier.config import tiny
 from sync_classifier.families import make_family_video
 from sync_classifier.model import SyncClassifier
-from sync_classifier.train import lr_at, main
+from train.sync_classifier import lr_at, main
 
 
 def _log(out):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINERS = ["train/jointdit.py", "train/avsyncd.py", "sync_classifier/train.py"]
+TRAINERS = ["train/jointdit.py", "train/avsyncd.py", "train/sync_classifier.py"]
 
 
 def _calls(path: Path) -> set[str]:
@@ -32,7 +32,7 @@ def test_trainers_use_the_engine_and_have_no_loop_of_their_own(module):
     # training-loop primitives live in train/engine.py only (sync_classifier.train_step: the one-step API the
     # benches and model tests use, outside the trainer)
     text = src.read_text()
-    if module == "sync_classifier/train.py":
+    if module == "train/sync_classifier.py":
         text = text[text.index("def launched_by_accelerate"):]
     tree_calls = _calls_in(text)
     assert not {"backward", "clip_grad_norm_", "zero_grad", "Accelerator", "save_file", "get_scheduler"} & tree_calls, module
