@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from fractions import Fraction
 from pathlib import Path
@@ -113,3 +114,35 @@ def bad_folder(tmp_path_factory) -> Path:
     big = np.repeat(big, 10, axis=0)[: 4 * 10]
     write_custom(root / "huge.mp4", big, [i * 100 for i in range(big.shape[0])], good.audio)
     return root
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str):
+    """A moto S3 server on 127.0.0.1 with `bucket` created, and the AWS_* variables that point every process
+    (and raylet) at it; yields those variables, stops the server and restores the environment after."""
+    import logging
+    import os
+
+    pytest.importorskip("s3fs", reason="object-storage tests need the `test` extra (s3fs, moto[server])")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               AWS_ENDPOINT_URL=f"http://{host}:{port}")
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import fsspec
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would still point at another test's server
+    try:
+        fsspec.filesystem("s3").mkdir(bucket)
+        yield env
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()

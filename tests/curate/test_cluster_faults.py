@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from media import storage
+from tests.curate.conftest import moto_s3
 from curate import synthetic as syn
 from curate.config import load_config
 from curate.runner import run
@@ -34,29 +35,9 @@ RAY = ["runner.kind=ray", "runner.decode_cpus=0.5", "runner.max_in_flight=4"]
 
 @pytest.fixture(scope="module")
 def s3():
-    """A moto S3 server on 127.0.0.1 and the AWS_* variables that point every process (and raylet) at it."""
-    pytest.importorskip("s3fs", reason="object-storage tests need the `test` extra (s3fs, moto[server])")
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-               AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import fsspec
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would still point at another test's server
-
-    fsspec.filesystem("s3").mkdir("bucket")
-    yield env
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    """A moto S3 server on 127.0.0.1 with a bucket `bucket`; the AWS_* variables point every process at it."""
+    with moto_s3("bucket") as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

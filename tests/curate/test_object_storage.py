@@ -4,40 +4,19 @@ in a bucket as on disk, and a store nobody can reach is one error line."""
 
 from __future__ import annotations
 
-import logging
-import os
 
 import numpy as np
 import pytest
 
 from media import storage
+from tests.curate.conftest import moto_s3
 from curate import synthetic as syn
 
 
 @pytest.fixture(scope="module")
 def bucket(tmp_path_factory):
-    pytest.importorskip("s3fs", reason="object-storage tests need the `test` extra (s3fs, moto[server])")
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-               AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import fsspec
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would still point at another test's server
-
-    fsspec.filesystem("s3").mkdir("store")
-    yield "s3://store"
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    with moto_s3("store"):
+        yield "s3://store"
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
