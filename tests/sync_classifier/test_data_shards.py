@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-import train.data as data
+import media.stream as data
 from media.shards import write_shard
 from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets

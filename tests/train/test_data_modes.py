@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import train.data as data
+import media.stream as data
 from media.shards import write_tar_atomic
 from media.stream import ShardStream, data_plan, too_few_samples
 
