@@ -488,9 +488,10 @@ class Engine:
             bar.close()
         if logf is not None:
             logf.close()
-        if self.trackers:
-            acc.end_training()
         acc.wait_for_everyone()
+        if self.trackers:  # not acc.end_training(): it also destroys the process group, which the trainer still
+            for tracker in acc.trackers:  # needs after fit (final save, barriers); one rank then failed its barrier
+                tracker.finish()
         interrupted = self._stop_signal or ("time limit" if self.step < s.steps else None)
         return {"history": history, "interrupted": interrupted, "step": self.step,
                 "checkpoint": str(last_ck or ckpt.latest_checkpoint(self.out) or "")}
