@@ -28,7 +28,7 @@ SHIFTS = (0.0, 0.5, 1.0)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("videos", nargs="*", default=["../shared/media/bbb_trailer.mp4"])
+    p.add_argument("videos", nargs="+", help="sounding videos to score (e.g. the Big Buck Bunny trailer of sample/videos)")
     p.add_argument("--clip", type=float, default=2.0, help="clip length in seconds")
     p.add_argument("--fps", type=float, default=0.0, help="frame rate of the flow (0 = the source rate)")
     p.add_argument("--short-side", type=int, default=256)
