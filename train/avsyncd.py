@@ -313,11 +313,11 @@ def dry_run(cfg: TrainConfig) -> dict:
     CLIP text and ImageBind encoders are not included)."""
     import os
 
-    from train.memory import estimate, format_estimate, saved_activation_bytes
+    from train.memory import estimate, format_estimate, measured_activations, planned_precision
     from train.models.avsyncd import PRESETS, build_unet
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    precision = planned_precision(cfg.mixed_precision)
     per = max(1, cfg.batch_size // (world * cfg.grad_accum))
     print("settings:", json.dumps(to_dict(cfg), default=str))
     print(f"processes {world}, precision {precision}, {per} clip(s) per process and micro-batch, gradient "
@@ -336,15 +336,14 @@ def dry_run(cfg: TrainConfig) -> dict:
     f = round(cfg.duration * cfg.fps)
     p = PRESETS[cfg.preset]
     dev = torch.device("meta")
-    try:
-        with torch.device("meta"):
-            x = torch.zeros(per, f, 4, cfg.height // 8, cfg.width // 8, device=dev)
-            text = torch.zeros(per, 77, p["cross_attention_dim"], device=dev)
-            audio = torch.zeros(per, f, 1 + 12 * 2, p["audio_cross_attention_dim"], device=dev)
-            act = saved_activation_bytes(lambda: unet(x, torch.zeros(per, dtype=torch.long, device=dev), text, audio).sample.mean())
-    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
-        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
-        act = None
+
+    def step():
+        x = torch.zeros(per, f, 4, cfg.height // 8, cfg.width // 8, device=dev)
+        text = torch.zeros(per, 77, p["cross_attention_dim"], device=dev)
+        audio = torch.zeros(per, f, 1 + 12 * 2, p["audio_cross_attention_dim"], device=dev)
+        return unet(x, torch.zeros(per, dtype=torch.long, device=dev), text, audio).sample.mean()
+
+    act = measured_activations(step)
     est = estimate(unet, precision, cfg.ema, act)
     print(f"memory per GPU (UNet only; batch {per}, {precision}):")
     print(format_estimate(est))

@@ -364,10 +364,10 @@ RESUME_MAY_CHANGE = {"shards", "latents", "video_model", "audio_model", "log_sam
 def dry_run(cfg: TrainConfig, eng=None) -> dict:
     """Resolved settings, data plan and a per-GPU memory estimate (meta device for the paper preset)."""
     from train.data import ClipSpec
-    from train.memory import estimate, format_estimate, saved_activation_bytes
+    from train.memory import estimate, format_estimate, measured_activations, planned_precision
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    precision = planned_precision(cfg.mixed_precision)
     print("settings:", json.dumps(asdict(cfg), default=str))
     print(f"processes {world}, precision {precision}, gradient checkpointing {cfg.gradient_checkpointing}, "
           f"clips per update {cfg.batch_size * cfg.gradient_accumulation_steps * world}")
@@ -404,14 +404,9 @@ def dry_run(cfg: TrainConfig, eng=None) -> dict:
                      torch.zeros(b, 1, frozen.clip_dim, device=dev), added_time_ids(b, spec.fps, 127, 0.02, dev))
     diffusion = JointDiffusion(diffusion_config(cfg))
     model.train()
-    try:
-        with torch.device("meta"):  # tensors the blocks create on the fly go to the meta device too
-            act = saved_activation_bytes(lambda: diffusion.training_losses(
-            model, v0, a0, cond, t_uni=torch.full((b,), 0.5, device=dev), noise_v=torch.zeros_like(v0),
-                noise_a=torch.zeros_like(a0)))
-    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
-        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
-        act = None
+    act = measured_activations(lambda: diffusion.training_losses(
+        model, v0, a0, cond, t_uni=torch.full((b,), 0.5, device=dev), noise_v=torch.zeros_like(v0),
+        noise_a=torch.zeros_like(a0)))
     est = estimate(model, precision, cfg.ema, act)
     fz = sum(p.numel() for mod in (frozen.video_vae, frozen.image_encoder, frozen.audio_vae, frozen.vocoder)
              for p in mod.parameters()) * (2 if precision in ("bf16", "fp16") else 4) / 1024 ** 3

@@ -9,6 +9,7 @@ counted with saved-tensor hooks on a meta-device (or tiny CPU) pass in float32, 
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -28,6 +29,22 @@ def saved_activation_bytes(fn: Callable[[], object]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return total
+
+
+def planned_precision(setting: str | None) -> str:
+    """The precision a GPU run of these settings uses: the setting, else `accelerate launch`'s, else bf16."""
+    return setting or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"
+
+
+def measured_activations(step: Callable[[], object]) -> int | None:
+    """`saved_activation_bytes` of `step()` run on the meta device (it builds its inputs and returns the loss);
+    None, said in one line, when the pass fails: an estimate reports what it could not measure."""
+    try:
+        with torch.device("meta"):  # tensors the blocks create on the fly go to the meta device too
+            return saved_activation_bytes(step)
+    except Exception as e:  # noqa: BLE001
+        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
+        return None
 
 
 def estimate(model: torch.nn.Module, precision: str, ema: bool, activation_bytes: int | None) -> dict:

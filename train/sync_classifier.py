@@ -250,30 +250,25 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
 
 def dry_run(cfg: TrainConfig, source: str, path) -> dict:
     """Resolved settings, data plan and a per-GPU memory estimate (meta-device forward of one step)."""
-    from train.memory import estimate, format_estimate, saved_activation_bytes
+    from media.stream import data_plan
+    from train.memory import estimate, format_estimate, measured_activations, planned_precision
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    precision = cfg.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"  # the GPU default
+    precision = planned_precision(cfg.mixed_precision)
     k = len(clip_offsets(cfg.num_offsets, cfg.offset_step))
     print("settings:", json.dumps(cfg.to_dict(), default=str))
     print(f"processes {world}, precision {precision}, {cfg.batch_size} instance(s) x {k} clips per process and step")
-    if source == "shards":
-        readers = world * max(1, cfg.num_workers)
-        print(f"data: {len(path)} shard(s), {readers} reader(s): {len(path) / readers:.2f} shard(s) per reader")
+    if source == "shards":  # read as the trainer reads them (InstanceStream's ShardStream, data mode auto)
+        print("data plan:", json.dumps(data_plan(path, world, max(1, cfg.num_workers), "auto")))
     else:
         print(f"data: {source} {path or ''}")
     with torch.device("meta"):
         scores = PairScores(SyncClassifier(cfg.model))
     scores.to("meta").train()
     s, n = cfg.model.spec, cfg.batch_size * k
-    try:
-        with torch.device("meta"):
-            mel = torch.zeros(n, 1, s.n_mels, s.mel_frames)
-            video = torch.zeros(n, 3, s.num_frames, s.image_size, s.image_size)
-            act = saved_activation_bytes(lambda: scores(mel, video, cfg.batch_size, k, False).sum())
-    except Exception as e:  # noqa: BLE001 - an estimate: report what could not be measured
-        print(f"activations: the meta-device pass failed ({type(e).__name__}: {e})")
-        act = None
+    act = measured_activations(lambda: scores(torch.zeros(n, 1, s.n_mels, s.mel_frames),
+                                              torch.zeros(n, 3, s.num_frames, s.image_size, s.image_size),
+                                              cfg.batch_size, k, False).sum())
     est = estimate(scores, precision, False, act)
     print(f"memory per GPU ({cfg.preset}, {n} clips, {precision}):")
     print(format_estimate(est))

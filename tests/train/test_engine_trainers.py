@@ -80,3 +80,28 @@ def test_avsyncd_validation_samples(tmp_path, shard_dir):
     assert sorted(p.name for p in folder.iterdir()) == ["val0.mp4", "val0.wav"] and r["history"][0]["step"] == 1
     evals = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"eval"' in x]
     assert evals[0]["step"] == 1 and evals[0]["eval"]["loss"] > 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "train.jointdit", "--preset", "tiny"],
+    ["-m", "train.avsyncd", "--config", "train/configs/avsyncd_tiny.yaml"],
+    ["-m", "sync_classifier.train", "--preset", "tiny"],
+], ids=["jointdit", "avsyncd", "sync_classifier"])
+def test_dry_run_prints_settings_data_plan_and_memory(argv, shard_dir):
+    """--dry-run of each trainer: the resolved settings, the data plan its readers use and a per-GPU memory
+    estimate whose activations were measured on the meta device; nothing is trained or written."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, *argv, "--shards", str(shard_dir / "*.tar"), "--dry-run"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("settings: {") for line in lines)
+    plan = json.loads(next(line for line in lines if line.startswith("data plan: "))[len("data plan: "):])
+    assert plan["shards"] >= 1 and plan["mode"] in ("exact", "resampled") and plan["samples"] > 0
+    assert any(line.strip().startswith("activations ") and "GiB" in line for line in lines), r.stdout
+    assert "not measured" not in r.stdout and "meta-device pass failed" not in r.stdout
+    assert any("total (per process)" in line for line in lines)
