@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
     (see the command line below)."""
     from common.cli import UsageError
     from train.checkpointing import latest_checkpoint
-    from train.engine import Engine, ResumeMismatch
+    from train.engine import Engine, ResumeMismatch, weight_mismatch
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -171,10 +171,10 @@ def train(cfg: TrainConfig, out: Path, source: str = "synthetic", path=None, ini
     if init_from and not resume:
         start = SyncClassifier.from_pretrained(init_from)
         have, want = start.state_dict(), model.state_dict()
-        misfit = sorted(set(have) ^ set(want)) or [k for k in want if have[k].shape != want[k].shape]
+        misfit = weight_mismatch(have, want)
         if misfit:
-            raise UsageError(f"--init-from {init_from!r}: its weights do not fit this run's model (first misfit: "
-                             f"{misfit[0]}; use the same preset and the model.* settings that shape the weights)")
+            raise UsageError(f"--init-from {init_from!r}: its weights do not fit this run's model ({'; '.join(misfit)}; "
+                             "use the same preset and the model.* settings that shape the weights)")
         theirs, ours = start.config.to_dict(), model.config.to_dict()
         changed = {k: (theirs[k], ours[k]) for k in ours if theirs[k] != ours[k]}
         model.load_state_dict(have)
