@@ -9,11 +9,10 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-import media.stream as data
 from media.shards import write_shard
 from sync_classifier.config import PRESETS
 from sync_classifier.data import InstanceStream, clip_offsets
-from tests.train.conftest import sounding_video
+from tests.train.conftest import count_shard_reads, sounding_video
 
 
 @pytest.fixture(scope="module")
@@ -27,29 +26,11 @@ def shards(tmp_path_factory):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """Bytes read per (reader, shard) through train.data.open_shard."""
+    """Bytes read per (reader, shard) through media.stream.open_shard."""
     got: dict = defaultdict(Counter)
     current = {"reader": None}
 
-    class Counting:
-        def __init__(self, url):
-            self.url, self.f = url, open(url, "rb")
-
-        def read(self, n=-1):
-            b = self.f.read(n)
-            got[current["reader"]][self.url] += len(b)
-            return b
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-    monkeypatch.setattr(data, "open_shard", Counting)
+    count_shard_reads(monkeypatch, lambda url, n: got[current["reader"]].update({url: n}))
     return got, current
 
 

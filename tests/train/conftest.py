@@ -81,3 +81,29 @@ def write_png(path, value: int = 128, size: int = 16) -> None:
             c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def count_shard_reads(monkeypatch, tally) -> None:
+    """Route every shard read of `media.stream` (its `open_shard`) through a file object that calls
+    `tally(url, bytes)` for each read, so a test can count what a reader really read."""
+    import media.stream
+
+    class CountingFile:
+        def __init__(self, url):
+            self.url, self.f = url, open(url, "rb")
+
+        def read(self, n=-1):
+            b = self.f.read(n)
+            tally(self.url, len(b))
+            return b
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(media.stream, "open_shard", CountingFile)

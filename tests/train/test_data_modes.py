@@ -18,6 +18,7 @@ import pytest
 import media.stream as data
 from media.shards import write_tar_atomic
 from media.stream import ShardStream, data_plan, too_few_samples
+from tests.train.conftest import count_shard_reads
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,34 +81,12 @@ def test_single_pass_reads_every_sample_once(tmp_path):
     assert sorted(keys) == sorted(everything(sizes))
 
 
-class CountingFile:
-    """A shard file that counts the bytes read from it."""
-
-    counts: Counter = Counter()
-
-    def __init__(self, url):
-        self.url, self.f = url, open(url, "rb")
-
-    def read(self, n=-1):
-        b = self.f.read(n)
-        CountingFile.counts[self.url] += len(b)
-        return b
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-
 @pytest.fixture
 def counted(monkeypatch):
-    CountingFile.counts = Counter()
-    monkeypatch.setattr(data, "open_shard", CountingFile)
-    return CountingFile.counts
+    """Bytes read per shard through media.stream.open_shard."""
+    counts: Counter = Counter()
+    count_shard_reads(monkeypatch, lambda url, n: counts.update({url: n}))
+    return counts
 
 
 def payload(url) -> int:
